@@ -1,0 +1,1 @@
+"""Admin pages of the coordination services, one module per service."""

@@ -1,0 +1,1 @@
+"""Models of the coordination services, one module per service."""

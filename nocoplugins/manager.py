@@ -1,0 +1,185 @@
+"""The plugin registry: discovery, start-up hooks, enabled state."""
+
+import logging
+import threading
+
+from django.apps import apps
+from django.db import DEFAULT_DB_ALIAS, router, transaction
+from django.utils import timezone
+
+from coordination.exceptions import ConfigurationError, PluginNotFound
+
+from .discovery import plugin_class_for
+
+logger = logging.getLogger(__name__)
+
+
+class PluginManager:
+    """Every plugin of the project, in INSTALLED_APPS order.
+
+    Plugins are found once, when Django is ready (:meth:`setup`). Whether a
+    plugin is enabled lives in the database (``nocoplugins.PluginState``) and
+    is read on first need, never at start-up.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self._plugins = {}
+        self._loaded = False
+        self._enabled = None  # name -> bool, read lazily
+        self._state_lock = threading.RLock()
+
+    # Registry
+
+    def setup(self):
+        """Discover plugins and run after_add, before_load and load."""
+        if self._loaded:
+            return
+        plugins = {}
+        for app_config in apps.get_app_configs():
+            cls = plugin_class_for(app_config)
+            if cls is None:
+                continue
+            plugin = cls(app_config, self.app)
+            if plugin.name in plugins:
+                other = plugins[plugin.name].app_config.label
+                raise ConfigurationError(
+                    f"Apps {other!r} and {app_config.label!r} both provide a "
+                    f"plugin named {plugin.name!r}. Set a distinct `name` on "
+                    "one of the Plugin classes."
+                )
+            plugins[plugin.name] = plugin
+        self._plugins = plugins
+        self._loaded = True
+        for hook in ("after_add", "before_load", "load"):
+            for plugin in plugins.values():
+                getattr(plugin, hook)()
+        logger.debug("Loaded plugins %s", ", ".join(plugins) or "(none)")
+
+    def get(self, name):
+        try:
+            return self._plugins[name]
+        except KeyError:
+            known = ", ".join(self._plugins) or "none"
+            raise PluginNotFound(
+                f"No plugin named {name!r}; installed plugins: {known}. "
+                "A plugin is a Django app in INSTALLED_APPS that provides a "
+                "nocoplugins.Plugin subclass."
+            ) from None
+
+    def __iter__(self):
+        return iter(list(self._plugins.values()))
+
+    def __len__(self):
+        return len(self._plugins)
+
+    def __contains__(self, name):
+        return name in self._plugins
+
+    # State
+
+    def _state_model(self):
+        return apps.get_model("nocoplugins", "PluginState")
+
+    def is_enabled(self, name):
+        self.get(name)
+        with self._state_lock:
+            if self._enabled is None:
+                self._enabled = dict(
+                    self._state_model().objects.values_list("name", "enabled")
+                )
+            if name not in self._enabled:
+                # Forgotten by refresh(name), or no row yet (enabled).
+                enabled = self._state_model().objects.filter(name=name).values_list(
+                    "enabled", flat=True
+                ).first()
+                self._enabled[name] = True if enabled is None else enabled
+            return self._enabled[name]
+
+    def is_installed(self, name, using=None):
+        self.get(name)
+        return self._state_model().objects.using(
+            using or DEFAULT_DB_ALIAS
+        ).filter(name=name, installed_at__isnull=False).exists()
+
+    def refresh(self, name=None):
+        """Forget cached enabled state so it is read again when needed."""
+        with self._state_lock:
+            if name is None or self._enabled is None:
+                self._enabled = None
+            else:
+                self._enabled.pop(name, None)
+
+    def enable(self, name):
+        """Enable a plugin; a no-op (returning False) when already enabled."""
+        return self._switch(name, True)
+
+    def disable(self, name):
+        """Disable a plugin; a no-op (returning False) when already disabled."""
+        return self._switch(name, False)
+
+    def _switch(self, name, enabled):
+        plugin = self.get(name)
+        model = self._state_model()
+        using = router.db_for_write(model)
+        with transaction.atomic(using=using):
+            state, _ = model.objects.using(using).select_for_update().get_or_create(
+                name=name
+            )
+            if state.enabled == enabled:
+                self.refresh(name)
+                return False
+            (plugin.before_enable if enabled else plugin.before_disable)()
+            state.enabled = enabled
+            state.save(using=using, update_fields=["enabled", "updated_at"])
+            if enabled and state.installed_at is None:
+                self._install(plugin, state, using)
+            self._set_cached(name, enabled)
+        (plugin.after_enable if enabled else plugin.after_disable)()
+        logger.info(
+            "Plugin %s plugin=%s instance=%s",
+            "enabled" if enabled else "disabled", name, self.app.instance_id,
+            extra={"action": "plugin_enable" if enabled else "plugin_disable",
+                   "plugin": name},
+        )
+        self._announce(name, enabled, using)
+        return True
+
+    def _set_cached(self, name, enabled):
+        with self._state_lock:
+            if self._enabled is not None:
+                self._enabled[name] = enabled
+
+    def _announce(self, name, enabled, using):
+        """Tell the other instances; replaced by cluster delivery later."""
+
+    # Installation
+
+    def install_all(self, using=DEFAULT_DB_ALIAS):
+        """Create missing state rows and install enabled plugins once.
+
+        Runs after ``migrate`` (and ``flush``) on each database.
+        """
+        model = self._state_model()
+        if not router.allow_migrate_model(using, model):
+            return []
+        installed = []
+        for plugin in self:
+            with transaction.atomic(using=using):
+                state, _ = model.objects.using(using).select_for_update(
+                ).get_or_create(name=plugin.name)
+                if state.enabled and state.installed_at is None:
+                    self._install(plugin, state, using)
+                    installed.append(plugin.name)
+        self.refresh()
+        return installed
+
+    def _install(self, plugin, state, using):
+        plugin.install()
+        state.installed_at = timezone.now()
+        state.save(using=using, update_fields=["installed_at", "updated_at"])
+        logger.info(
+            "Installed plugin=%s database=%s instance=%s", plugin.name, using,
+            self.app.instance_id, extra={"action": "plugin_install",
+                                         "plugin": plugin.name},
+        )

@@ -1,0 +1,5 @@
+from ..recording import RecordingPlugin
+
+
+class BetaPlugin(RecordingPlugin):
+    name = "beta-plugin"

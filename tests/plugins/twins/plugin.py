@@ -1,0 +1,9 @@
+from nocoplugins import Plugin
+
+
+class One(Plugin):
+    pass
+
+
+class Two(Plugin):
+    pass
