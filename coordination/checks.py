@@ -47,6 +47,7 @@ def check_settings(app_configs=None, **kwargs):
     for section in BACKEND_SECTIONS:
         errors += _check_backend(section)
     errors += _check_lock_ttl()
+    errors += _check_heartbeat()
     return errors
 
 
@@ -127,5 +128,19 @@ def _check_lock_ttl():
         return [_error(
             f'COORDINATION["LOCKS"]["DEFAULT_TTL"] is {ttl!r}; it must be a '
             "positive number of seconds.", "For example 30.", 11,
+        )]
+    return []
+
+
+def _check_heartbeat():
+    config = settings.HEARTBEAT
+    value = config.get("INTERVAL") if isinstance(config, dict) else config
+    if not isinstance(config, dict) or (value is not None and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+        or value < 0
+    )):
+        return [_error(
+            'COORDINATION["HEARTBEAT"] must be {"INTERVAL": seconds}, with 0 '
+            f"or None to turn heartbeats off; got {config!r}.", n=12,
         )]
     return []

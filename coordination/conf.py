@@ -17,6 +17,7 @@ DEFAULTS = {
     "PUBSUB": {"BACKEND": "local", "OPTIONS": {}},
     "EVENT_QUEUE": {"BACKEND": "database", "OPTIONS": {}},
     "LOCKS": {"BACKEND": "database", "DEFAULT_TTL": 30, "OPTIONS": {}},
+    "HEARTBEAT": {"INTERVAL": 10},
 }
 
 # Sections that name a backend, with the keys each may hold besides OPTIONS.
@@ -51,7 +52,9 @@ class CoordinationSettings:
             # The check reports it; run on defaults meanwhile.
             return data
         for key, value in user.items():
-            if key in BACKEND_SECTIONS and isinstance(value, dict):
+            if key == "HEARTBEAT" and isinstance(value, dict):
+                data[key] = {**data[key], **value}
+            elif key in BACKEND_SECTIONS and isinstance(value, dict):
                 section = dict(data[key])
                 section.update(value)
                 section.setdefault("OPTIONS", {})

@@ -75,18 +75,24 @@ class Services:
 
     def start(self):
         """Start every built manager's listeners and workers (idempotent)."""
+        from .heartbeat import heartbeat
+
         with self._lock:
             self._started = True
             managers = self.built()
         for manager in managers:
             if hasattr(manager, "start"):
                 manager.start()
+        heartbeat.start()
 
     def stop(self):
         """Stop listeners and workers, waiting for in-flight work.
 
         Subscriptions stay; a later :meth:`start` (or subscribe) resumes.
         """
+        from .heartbeat import heartbeat
+
+        heartbeat.stop()
         with self._lock:
             self._started = False
             managers = self.built()

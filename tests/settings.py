@@ -73,6 +73,8 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 COORDINATION = {
     "APP_NAME": env("COORDINATION_APP_NAME", default="tests"),
     "LOCKS": {"BACKEND": "local"},
+    # Off unless a test turns it on: the beat thread writes to the database.
+    "HEARTBEAT": {"INTERVAL": env.float("COORDINATION_HEARTBEAT", default=0)},
 }
 
 LOGGING = {
