@@ -28,7 +28,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "coordination",
     "nocoplugins",
+    "sampleproject",
     "sampleproject.notes",
+    "sampleproject.authpolicy",
+    "sampleproject.datasource",
+    "sampleproject.asynctasks",
 ]
 
 MIDDLEWARE = [
