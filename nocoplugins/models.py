@@ -16,3 +16,13 @@ class PluginState(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class ClusterDashboard(PluginState):
+    """No data of its own: gives the dashboard a place and a permission in
+    the admin (``nocoplugins.view_clusterdashboard``)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "cluster dashboard"
+        verbose_name_plural = "cluster dashboard"
