@@ -3,6 +3,8 @@
 
     python3 dev.py demo    # sample project on SQLite, http://127.0.0.1:8000/
     python3 dev.py test    # the test suite (extra arguments go to pytest)
+    python3 dev.py cluster # 3 web instances + a Celery worker on PostgreSQL,
+                           # Redis and RabbitMQ (see docs/operating.md)
 
 Runs with any Python 3; it finds a Python 3.12 or newer (``$PYTHON``, the
 running one, ``python3.13``/``python3.12`` on PATH, or pyenv's), creates
@@ -102,8 +104,16 @@ def test(args):
     sys.exit(subprocess.run(cmd, cwd=ROOT).returncode)
 
 
+def cluster(args):
+    cmd = [str(VENV_PYTHON), "-m", "sampleproject.cluster", *args]
+    try:
+        sys.exit(subprocess.run(cmd, cwd=ROOT).returncode)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 def main():
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "cluster": cluster}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     ensure_venv()
