@@ -76,7 +76,10 @@ REDIS_URL = env("REDIS_URL", default=None)
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=None)
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-COORDINATION = {"APP_NAME": env("COORDINATION_APP_NAME", default="sample")}
+COORDINATION = {
+    "APP_NAME": env("COORDINATION_APP_NAME", default="sample"),
+    "HEARTBEAT": {"INTERVAL": env.float("COORDINATION_HEARTBEAT", default=5)},
+}
 
 if REDIS_URL:
     CACHES["redis"] = {
