@@ -14,7 +14,6 @@ import numbers
 import secrets
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -131,23 +130,23 @@ class LockManager:
     def _acquire(self, key, ttl, timeout, purpose) -> Lock:
         ttl, timeout, owner = self._prepare(key, ttl, timeout, purpose)
         owner_token = secrets.token_hex(16)
-        started = time.monotonic()
-        token = self.backend.acquire(key, owner_token, ttl, owner, timeout)
-        return self._made(key, token, owner_token, ttl, owner, started, timeout)
+        granted = self.backend.acquire(key, owner_token, ttl, owner, timeout)
+        return self._made(key, granted, owner_token, ttl, owner, timeout)
 
     async def _aacquire(self, key, ttl, timeout, purpose) -> Lock:
         ttl, timeout, owner = self._prepare(key, ttl, timeout, purpose)
         owner_token = secrets.token_hex(16)
-        started = time.monotonic()
-        token = await self.backend.aacquire(key, owner_token, ttl, owner, timeout)
-        return self._made(key, token, owner_token, ttl, owner, started, timeout)
+        granted = await self.backend.aacquire(key, owner_token, ttl, owner,
+                                              timeout)
+        return self._made(key, granted, owner_token, ttl, owner, timeout)
 
-    def _made(self, key, token, owner_token, ttl, owner, started, timeout):
-        if token is None:
+    def _made(self, key, granted, owner_token, ttl, owner, timeout):
+        if granted is None:
             raise LockAcquireError(
                 f"The lock {key!r} stayed busy for {timeout:g} s; try again "
                 "later or pass a longer timeout."
             )
+        token, started = granted
         logger.debug(
             "Acquired lock=%s token=%s ttl=%s", key, token, ttl,
             extra={"action": "lock_acquired", "lock": key},

@@ -29,6 +29,7 @@ class Renewer:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._stopping = False
+        self._wake_at = 0.0
 
     def add(self, lock):
         with self._cond:
@@ -37,7 +38,8 @@ class Renewer:
                 self._pid, self._thread = os.getpid(), None
                 self._due, self._locks = [], {}
             self._locks[id(lock)] = lock
-            heapq.heappush(self._due, (self._next(lock), id(lock), lock))
+            due = self._next(lock)
+            heapq.heappush(self._due, (due, id(lock), lock))
             self._stopping = False
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -45,7 +47,10 @@ class Renewer:
                     daemon=True,
                 )
                 self._thread.start()
-            self._cond.notify()
+            elif due < self._wake_at:
+                # Waking the thread costs a context switch per lock; only
+                # do it when it would otherwise sleep past this lock's turn.
+                self._cond.notify()
 
     def forget(self, lock):
         with self._cond:
@@ -81,7 +86,7 @@ class Renewer:
                 if self._stopping:
                     self._thread = None
                     return None
-                self._cond.wait(1.0)
+                self._wait(1.0)
                 continue
             due, _, lock = self._due[0]
             if self._locks.get(id(lock)) is not lock:
@@ -91,7 +96,12 @@ class Renewer:
             if delay <= 0:
                 heapq.heappop(self._due)
                 return lock
-            self._cond.wait(delay)
+            self._wait(delay)
+
+    def _wait(self, delay):
+        self._wake_at = time.monotonic() + delay
+        self._cond.wait(delay)
+        self._wake_at = 0.0
 
     def _renew(self, lock):
         started = time.monotonic()

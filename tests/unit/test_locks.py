@@ -141,6 +141,12 @@ def test_unknown_backend_fails_on_first_use():
             services.lock_manager.acquire("k")
 
 
+def test_redis_backend_needs_a_url():
+    with override_settings(COORDINATION={"LOCKS": {"BACKEND": "redis"}}):
+        with pytest.raises(ConfigurationError, match="'URL'"):
+            services.lock_manager.acquire("k")
+
+
 def test_renewal_keeps_a_short_ttl_lock(locks):
     with locks.lock("renewed", ttl=0.15) as lock:
         time.sleep(0.4)

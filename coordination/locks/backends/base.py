@@ -90,18 +90,22 @@ class BaseLockBackend:
         ttl: float,
         owner: dict,
         wait: float | None,
-    ) -> int | None:
+    ) -> tuple[int, float] | None:
         """Take ``key``, waiting up to ``wait`` seconds (None: forever).
 
-        The default polls with a growing, bounded interval; backends with a
-        release signal override it.
+        Return ``(fencing, started)``, where ``started`` is a
+        ``time.monotonic()`` reading taken before the server granted the
+        lease (the holder counts its ttl from there, erring early), or None
+        when ``wait`` ran out. The default polls with a growing, bounded
+        interval; backends with a release signal override it.
         """
         deadline = None if wait is None else time.monotonic() + wait
         delay = self.poll_min
         while True:
+            started = time.monotonic()
             token = self.try_acquire_once(key, owner_token, ttl, owner)
             if token is not None:
-                return token
+                return token, started
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -119,7 +123,7 @@ class BaseLockBackend:
         ttl: float,
         owner: dict,
         wait: float | None,
-    ) -> int | None:
+    ) -> tuple[int, float] | None:
         # Not thread-sensitive: a waiter must not block the sync thread that
         # other sync_to_async calls (ORM) run on.
         return await sync_to_async(self.acquire, thread_sensitive=False)(

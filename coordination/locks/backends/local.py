@@ -73,9 +73,10 @@ class LocalBackend(BaseLockBackend):
         deadline = None if wait is None else time.monotonic() + wait
         with self._table.condition:
             while True:
+                started = time.monotonic()
                 fencing = self._take(key, owner_token, ttl, owner)
                 if fencing is not None:
-                    return fencing
+                    return fencing, started
                 timeout = self.wait_slice
                 entry = self._table.held.get(key)
                 if entry is not None:
