@@ -89,10 +89,11 @@ CONFIGS = {
 
 def manager(name):
     """A fresh LockManager on the named backend configuration."""
-    override = override_settings(COORDINATION={
-        "APP_NAME": "bench", "LOCKS": CONFIGS[name]})
-    override.enable()
-    return LockManager(services)
+    with override_settings(COORDINATION={"APP_NAME": "bench",
+                                         "LOCKS": CONFIGS[name]}):
+        locks = LockManager(services)
+        locks.backend  # built now, from this configuration
+    return locks
 
 
 # -- raw tools -----------------------------------------------------------------
@@ -195,18 +196,23 @@ TOOLS = {
 
 # -- uncontended -----------------------------------------------------------
 
-def uncontended(name, seconds):
-    tool = TOOLS[name]()
-    for _ in range(20):  # warm up connections and scripts
-        with tool("warm"):
-            pass
-    samples = []
+def uncontended(names, seconds):
+    """Samples per tool, taken in interleaved batches so that the noise of a
+    shared machine hits every tool alike."""
+    tools = {name: TOOLS[name]() for name in names}
+    samples = {name: [] for name in names}
+    for tool in tools.values():
+        for _ in range(20):  # warm up connections, scripts, prepared plans
+            with tool("uncontended"):
+                pass
     deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline and len(samples) < 20000:
-        start = time.perf_counter()
-        with tool("uncontended"):
-            pass
-        samples.append(time.perf_counter() - start)
+    while time.perf_counter() < deadline:
+        for name, tool in tools.items():
+            for _ in range(20):
+                start = time.perf_counter()
+                with tool("uncontended"):
+                    pass
+                samples[name].append(time.perf_counter() - start)
     return samples
 
 
@@ -255,14 +261,29 @@ def contended(name, processes, count, deadline_s=15.0):
         child.join(30)
     done = sum(r[0] for r in results)
     elapsed = max(r[2] for r in results) - started
-    waits = sorted(w for r in results for w in r[1])
-    return {
-        "done": done, "expected": processes * count,
+    return summary({
+        "done": done, "expected": processes * count, "elapsed": elapsed,
         "counter_ok": int(counter.read_text()) == done,
-        "throughput": done / elapsed,
-        "median": statistics.median(waits) if waits else float("nan"),
-        "p99": waits[int(len(waits) * 0.99) - 1] if waits else float("nan"),
-    }
+        "waits": [w for r in results for w in r[1]],
+    })
+
+
+def summary(row):
+    waits = sorted(row["waits"])
+    row["throughput"] = row["done"] / row["elapsed"]
+    row["median"] = statistics.median(waits) if waits else float("nan")
+    row["p99"] = waits[int(len(waits) * 0.99) - 1] if waits else float("nan")
+    return row
+
+
+def merge(runs):
+    return summary({
+        "done": sum(r["done"] for r in runs),
+        "expected": sum(r["expected"] for r in runs),
+        "elapsed": sum(r["elapsed"] for r in runs),
+        "counter_ok": all(r["counter_ok"] for r in runs),
+        "waits": [w for r in runs for w in r["waits"]],
+    })
 
 
 # -- report ------------------------------------------------------------------
@@ -281,11 +302,9 @@ def main():
 
     print("1. uncontended acquire+release, one process")
     print(f"{'lock':40} {'pairs':>7} {'median ms':>10} {'mean ms':>9}")
+    names = [n for n in TOOLS if n != "redis-py Lock sleep=1ms"]
     medians = {}
-    for name in TOOLS:
-        if name == "redis-py Lock sleep=1ms":
-            continue
-        samples = uncontended(name, seconds)
+    for name, samples in uncontended(names, seconds * len(names)).items():
         medians[name] = statistics.median(samples)
         print(f"{name:40} {len(samples):7d} {ms(medians[name]):>10} "
               f"{ms(statistics.fmean(samples)):>9}")
@@ -293,6 +312,8 @@ def main():
           f"{medians['ours redis'] / medians['redis-py Lock']:.2f}x")
     print(f"   ours database pg / pg_advisory_lock: "
           f"{medians['ours database pg'] / medians['pg_advisory_lock']:.2f}x")
+    print(f"   ours database pg SYNCHRONOUS_COMMIT / pg_advisory_lock: "
+          f"{medians['ours database pg SYNCHRONOUS_COMMIT'] / medians['pg_advisory_lock']:.2f}x")
     print(f"   INSERT+DELETE durable / pg_advisory_lock: "
           f"{medians['INSERT+DELETE durable (pg)'] / medians['pg_advisory_lock']:.2f}x\n")
 
@@ -300,11 +321,18 @@ def main():
     print(f"2. contended: 4 processes x {count} increments on one key")
     print(f"{'lock':40} {'done':>9} {'ok':>3} {'incr/s':>8} {'median ms':>10} "
           f"{'p99 ms':>9} {'p99/med':>7}")
+    names = ["redis-py Lock", "redis-py Lock sleep=1ms", "python-redis-lock",
+             "pg_advisory_lock", "ours redis", "ours redis lock() (renewed)",
+             "ours database pg", "ours database sqlite"]
+    rounds = 1 if QUICK else 2
+    runs = {name: [] for name in names}
+    for _ in range(rounds):
+        # Rounds of every tool in turn, so that noise hits them alike.
+        for name in names:
+            runs[name].append(contended(name, 4, count // rounds))
     rows = {}
-    for name in ["redis-py Lock", "redis-py Lock sleep=1ms", "python-redis-lock",
-                 "pg_advisory_lock", "ours redis", "ours redis lock() (renewed)",
-                 "ours database pg", "ours database sqlite"]:
-        row = rows[name] = contended(name, 4, count)
+    for name in names:
+        row = rows[name] = merge(runs[name])
         print(f"{name:40} {row['done']:4d}/{row['expected']:<4d} "
               f"{'yes' if row['counter_ok'] else 'NO':>3} "
               f"{row['throughput']:8.0f} {ms(row['median']):>10} "

@@ -8,9 +8,11 @@ named by ``COORDINATION["LOCKS"]["BACKEND"]`` (``local``, ``database``,
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import numbers
+import os
 import secrets
 import sys
 import threading
@@ -121,9 +123,8 @@ class LockManager:
         return float(timeout)
 
     def _prepare(self, key, ttl, timeout, purpose):
-        validate_name(key, "lock key")
-        owner = describe(purpose)
-        return self._check_ttl(ttl), self._check_timeout(timeout), owner
+        _check_key(key)
+        return self._check_ttl(ttl), self._check_timeout(timeout), _owner(purpose)
 
     # -- acquisition ---------------------------------------------------------
 
@@ -252,6 +253,34 @@ class LockManager:
 
     async def _abackend_extend(self, lock, ttl):
         return await self.backend.aextend(lock.key, lock._owner_token, ttl)
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_key(key):
+    return validate_name(key, "lock key")
+
+
+def _check_key(key):
+    # Keys repeat, so remember the valid ones (only str can be cached).
+    if type(key) is str:
+        _valid_key(key)
+    else:
+        validate_name(key, "lock key")
+
+
+_owners = {}
+
+
+def _owner(purpose):
+    # One description per call site and process, shared by its locks; a
+    # forked child describes itself anew.
+    cache_key = (os.getpid(), purpose)
+    owner = _owners.get(cache_key)
+    if owner is None:
+        if len(_owners) > 4096:
+            _owners.clear()
+        owner = _owners[cache_key] = describe(purpose)
+    return owner
 
 
 def _caller():

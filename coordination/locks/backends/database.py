@@ -25,7 +25,6 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connections
 from django.db.utils import load_backend
 
-from ...names import dumps
 from .base import BaseLockBackend
 
 logger = logging.getLogger(__name__)
@@ -174,7 +173,7 @@ class DatabaseBackend(BaseLockBackend):
     # -- operations ------------------------------------------------------------
 
     def try_acquire_once(self, key, owner_token, ttl, owner):
-        owner_json = dumps(owner, what="lock owner")
+        owner_json = self.owner_json(owner)
         conn = self._connection()
         if conn.vendor not in ("postgresql", "sqlite"):
             return self._acquire_generic(key, owner_token, ttl, owner_json)
