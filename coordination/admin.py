@@ -24,3 +24,7 @@ class InstanceAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         self._alive = set(Instance.objects.alive())
         return super().get_queryset(request)
+
+
+# Each service keeps its own module; importing registers it.
+from .locks import admin as locks_admin  # noqa: F401

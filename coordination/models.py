@@ -39,3 +39,7 @@ class Instance(models.Model):
     @property
     def alive(self):
         return Instance.objects.alive().filter(pk=self.pk).exists()
+
+
+# Each service keeps its own module; importing registers it.
+from .locks.models import LockRecord  # noqa: F401
