@@ -149,6 +149,16 @@ class RedisStore(BaseStore):
             raws = self._redis(False).mget(keys)
         except Exception as exc:
             raise self.failed("read keys", exc) from exc
+        if self._plain:
+            # One JSON document for the whole batch decodes several times
+            # faster than a loads() per value.
+            values = json.loads(
+                b"[" + b",".join(b"null" if r is None else r for r in raws) + b"]"
+            )
+            # A foreign non-JSON value such as b"1,2" would shift the others:
+            # then decode one by one, which raises on it.
+            if len(values) == len(raws):
+                return [MISSING if r is None else v for r, v in zip(raws, values)]
         decode = self.decode
         return [MISSING if raw is None else decode(raw) for raw in raws]
 
