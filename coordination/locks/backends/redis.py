@@ -1,0 +1,495 @@
+"""Locks in Redis: a hash per held key, written and compared by Lua scripts.
+
+Keys, all under one hash tag per lock so that they share a cluster slot:
+
+- ``coordination:lock:{<app>:<key>}:h``  the lease: a hash with the owner
+  token, fencing number, owner description and acquisition time, with a
+  PEXPIRE of the ttl (the scripted form of ``SET NX PX``);
+- ``...:f``  the fencing counter (never expires);
+- ``...:q``  waiters in arrival order (a sorted set) and ``...:qi`` their
+  registration deadline, ttl and owner;
+- ``...:w:<owner token>``  a waiter's wake-up list.
+
+A release hands the lease straight to the first live waiter and pushes the
+fencing number onto its wake-up list, where it is blocked in BLPOP: waiters
+do not spin, are served in order, and the handover costs no extra round
+trip. A waiter's BLPOP is bounded (``POLL_INTERVAL``), after which it
+refreshes its registration and tries again, so an expired lease or a lost
+signal is noticed within that bound.
+
+Fencing numbers are ``max(previous + 1, server time in microseconds)``:
+they grow even when Redis restarts without persistence and the counter is
+lost, as long as the server clock does not go back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import weakref
+from datetime import datetime, timezone
+from typing import Any
+
+from ...exceptions import ConfigurationError
+from ...names import dumps, loads
+from .base import BaseLockBackend
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "coordination:lock:"
+
+# Lua helpers shared by the scripts. KEYS: 1 lease hash, 2 fencing counter,
+# 3 waiter queue, 4 waiter info. now_ms / now_us from the server clock.
+_COMMON = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local function grant(token, ttl, owner)
+  local c = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if c < now_us then c = now_us else c = c + 1 end
+  local fence = string.format('%d', c)
+  redis.call('SET', KEYS[2], fence)
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'token', token, 'fence', fence,
+             'owner', owner, 'acquired', now_ms)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return fence
+end
+
+-- Drop waiters at the head of the queue whose registration ran out.
+local function head()
+  while true do
+    local first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+    if not first then return nil, nil end
+    local info = redis.call('HGET', KEYS[4], first)
+    if info then
+      local d, rest = string.match(info, '^(%d+)|(.*)$')
+      if tonumber(d) >= now_ms then return first, rest end
+    end
+    redis.call('ZREM', KEYS[3], first)
+    redis.call('HDEL', KEYS[4], first)
+  end
+end
+
+local function leave(token)
+  redis.call('ZREM', KEYS[3], token)
+  redis.call('HDEL', KEYS[4], token)
+end
+
+-- Give a free lease to the first live waiter and wake it.
+local function hand_over(wake_prefix)
+  local first, rest = head()
+  if not first then return end
+  local ttl, owner = string.match(rest, '^(%d+)|(.*)$')
+  leave(first)
+  local fence = grant(first, tonumber(ttl), owner)
+  local wake = wake_prefix .. first
+  redis.call('LPUSH', wake, fence)
+  redis.call('PEXPIRE', wake, 60000)
+end
+"""
+
+# KEYS: 1-4 as above, 5 this waiter's wake list, 6 the namespace's boot
+# marker. ARGV: owner token, ttl ms, owner JSON, register (0/1),
+# registration ms, the boot marker the caller knows ('' for none), a new
+# marker to set when there is none.
+# Returns {fence, boot}: fence '' when busy, '!' when the marker changed
+# (Redis lost its data since the caller last talked to it).
+ACQUIRE = _COMMON + """
+local boot = redis.call('GET', KEYS[6])
+if not boot then
+  boot = ARGV[7]
+  redis.call('SET', KEYS[6], boot)
+end
+if ARGV[6] ~= '' and ARGV[6] ~= boot then return {'!', boot} end
+local token = ARGV[1]
+local holder = redis.call('HGET', KEYS[1], 'token')
+if holder == token then
+  -- Handed over while we were not listening.
+  leave(token)
+  redis.call('DEL', KEYS[5])
+  return {redis.call('HGET', KEYS[1], 'fence'), boot}
+end
+if not holder then
+  local first = head()
+  if not first or first == token then
+    if first then leave(token) end
+    redis.call('DEL', KEYS[5])
+    return {grant(token, tonumber(ARGV[2]), ARGV[3]), boot}
+  end
+end
+if ARGV[4] == '1' then
+  if not redis.call('ZSCORE', KEYS[3], token) then
+    redis.call('ZADD', KEYS[3], now_ms, token)
+  end
+  local reg = tonumber(ARGV[5])
+  redis.call('HSET', KEYS[4], token,
+             string.format('%d', now_ms + reg) .. '|' .. ARGV[2] .. '|' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], reg * 2)
+  redis.call('PEXPIRE', KEYS[4], reg * 2)
+end
+return {'', boot}
+"""
+
+# Stop waiting; keep the lease if it was handed over meanwhile.
+# KEYS: 1-5 as ACQUIRE. ARGV: owner token.
+LEAVE = _COMMON + """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  redis.call('DEL', KEYS[5])
+  return redis.call('HGET', KEYS[1], 'fence')
+end
+leave(ARGV[1])
+redis.call('DEL', KEYS[5])
+return false
+"""
+
+# KEYS: 1-4. ARGV: owner token ('' forces), wake list prefix.
+RELEASE = _COMMON + """
+local holder = redis.call('HGET', KEYS[1], 'token')
+if not holder or (ARGV[1] ~= '' and holder ~= ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+hand_over(ARGV[2])
+return 1
+"""
+
+# KEYS: 1 lease hash. ARGV: owner token, ttl ms.
+EXTEND = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def _ms(seconds):
+    return max(1, int(seconds * 1000))
+
+
+class RedisBackend(BaseLockBackend):
+    """Leases in Redis; ``OPTIONS["URL"]`` names the server.
+
+    ``POLL_INTERVAL`` (seconds, default 0.5) bounds how long a waiter blocks
+    before it looks again; a waiter that stops refreshing for four times
+    that is dropped from the queue.
+    """
+
+    required_options = ("URL",)
+    allowed_options = {"URL", "POLL_INTERVAL"}
+
+    @staticmethod
+    def validate_options(options):
+        errors = []
+        url = options.get("URL")
+        if url is not None and (not isinstance(url, str) or "://" not in url):
+            errors.append(
+                'COORDINATION["LOCKS"]["OPTIONS"]["URL"] must be a Redis URL '
+                'such as "redis://127.0.0.1:6379/0".'
+            )
+        poll = options.get("POLL_INTERVAL", 0.5)
+        if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not (
+            0 < poll <= 60
+        ):
+            errors.append(
+                'COORDINATION["LOCKS"]["OPTIONS"]["POLL_INTERVAL"] must be a '
+                "number of seconds between 0 and 60."
+            )
+        return errors
+
+    def __init__(self, namespace, options=None):
+        super().__init__(namespace, options)
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - depends on extras
+            raise ConfigurationError(
+                "The redis lock backend needs redis-py: pip install "
+                "'nocoplugins[redis]'."
+            ) from exc
+        self._redis = redis
+        self.url = self.options["URL"]
+        self.poll_interval = float(self.options.get("POLL_INTERVAL", 0.5))
+        self.client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
+        self._scripts = self._register(self.client)
+        self._async = weakref.WeakKeyDictionary()
+        self._tag = f"{PREFIX}{{{namespace}:"
+        self._boot_key = f"coordination:lock-boot:{namespace}"
+        # The boot marker last seen; a change means Redis lost its data.
+        self._boot = ""
+        self._quarantine_until = 0.0
+
+    def _register(self, client):
+        return {name: client.register_script(text) for name, text in (
+            ("acquire", ACQUIRE), ("leave", LEAVE), ("release", RELEASE),
+            ("extend", EXTEND),
+        )}
+
+    def close(self):
+        self.client.close()
+        self.client = self._redis.Redis.from_url(self.url, socket_connect_timeout=5)
+        self._scripts = self._register(self.client)
+
+    # -- key names -----------------------------------------------------------
+
+    def _keys(self, key):
+        base = f"{self._tag}{key}}}"
+        return [f"{base}:h", f"{base}:f", f"{base}:q", f"{base}:qi"]
+
+    def _wake_prefix(self, key):
+        return f"{self._tag}{key}}}:w:"
+
+    def _acquire_args(self, owner_token, ttl, owner, register):
+        return [owner_token, _ms(ttl), dumps(owner, what="lock owner"),
+                1 if register else 0, _ms(self.poll_interval * 4),
+                self._boot, secrets.token_hex(8)]
+
+    def _answer(self, reply, key, ttl):
+        """The fencing number in an ACQUIRE reply, or None.
+
+        A changed boot marker means Redis lost every lease (a restart without
+        persistence): a holder elsewhere may still be inside its critical
+        section until its own lease runs out locally, so this process grants
+        itself nothing for one ttl.
+        """
+        fence, boot = (v.decode() for v in reply)
+        if fence == "!":
+            self._quarantine_until = time.monotonic() + ttl
+            logger.warning(
+                "Redis lost its lock data (restarted without persistence?); "
+                "lock=%s and every other key of app=%s wait %.1fs before being "
+                "granted here", key, self.namespace, ttl,
+                extra={"action": "lock_redis_reset", "lock": key},
+            )
+            self._boot = boot
+            return None
+        self._boot = boot
+        return int(fence) if fence else None
+
+    def _quarantined(self):
+        return time.monotonic() < self._quarantine_until
+
+    def _slice(self, ttl, deadline):
+        # Short against the ttl: a lease handed over during a BLPOP is
+        # counted from before the registration that preceded it.
+        # BLPOP's 0 means forever, so never go below a millisecond.
+        wait = min(self.poll_interval, ttl / 4)
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+        return max(wait, 0.001)
+
+    # -- sync operations -------------------------------------------------------
+
+    def _all_keys(self, key, owner_token):
+        return self._keys(key) + [self._wake_prefix(key) + owner_token,
+                                  self._boot_key]
+
+    def try_acquire_once(self, key, owner_token, ttl, owner):
+        if self._quarantined():
+            return None
+        reply = self._scripts["acquire"](
+            self._all_keys(key, owner_token),
+            self._acquire_args(owner_token, ttl, owner, False))
+        return self._answer(reply, key, ttl)
+
+    def acquire(self, key, owner_token, ttl, owner, wait):
+        keys = self._all_keys(key, owner_token)
+        wake = keys[4]
+        deadline = None if wait is None else time.monotonic() + wait
+        backoff = 0.05
+        registered_at = None
+        while True:
+            try:
+                if registered_at is not None:
+                    # Woken by a release that handed the lease to us.
+                    got = self.client.blpop([wake], self._slice(ttl, deadline))
+                    if got is not None:
+                        return int(got[1]), registered_at
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return self._leave(keys, owner_token, registered_at)
+                if self._quarantined():
+                    if not self._sleep_quarantine(deadline):
+                        return None
+                    continue
+                started = time.monotonic()
+                fence = self._answer(self._scripts["acquire"](
+                    keys, self._acquire_args(owner_token, ttl, owner, wait != 0)),
+                    key, ttl)
+                if fence is not None:
+                    return fence, started
+                if wait == 0:
+                    return None
+                if not self._quarantined():
+                    registered_at = started
+                backoff = 0.05
+            except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+                registered_at = None
+                backoff = self._wait_for_server(key, exc, backoff, deadline)
+                if backoff is None:
+                    return None
+
+    def _sleep_quarantine(self, deadline):
+        pause = self._quarantine_until - time.monotonic()
+        if deadline is not None:
+            if deadline <= time.monotonic():
+                return False
+            pause = min(pause, deadline - time.monotonic())
+        time.sleep(max(pause, 0))
+        return True
+
+    def _leave(self, keys, owner_token, registered_at):
+        fence = self._scripts["leave"](keys, [owner_token])
+        if fence is None or registered_at is None:
+            return None
+        return int(fence), registered_at
+
+    def _wait_for_server(self, key, exc, backoff, deadline):
+        logger.warning(
+            "Redis unreachable while acquiring lock=%s (%s); retrying in %.2fs",
+            key, exc, backoff, extra={"action": "lock_redis_retry", "lock": key},
+        )
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            backoff = min(backoff, remaining)
+        time.sleep(backoff)
+        return min(backoff * 2, 1.0)
+
+    def release(self, key, owner_token):
+        return self._release(key, owner_token)
+
+    def force_release(self, key):
+        return self._release(key, "")
+
+    def _release(self, key, owner_token):
+        try:
+            done = self._scripts["release"](
+                self._keys(key), [owner_token, self._wake_prefix(key)])
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            logger.warning(
+                "Redis unreachable releasing lock=%s (%s); the lease ends at "
+                "its ttl", key, exc,
+                extra={"action": "lock_release_error", "lock": key},
+            )
+            return False
+        return bool(done)
+
+    def extend(self, key, owner_token, ttl):
+        return bool(self._scripts["extend"](
+            self._keys(key)[:1], [owner_token, _ms(ttl)]))
+
+    def held_locks(self) -> list[dict[str, Any]]:
+        # SCAN, never KEYS: a big keyspace must not stall the server.
+        pattern = _glob_escape(self._tag) + "*}:h"
+        rows = []
+        for name in self.client.scan_iter(match=pattern, count=500):
+            name = name.decode()
+            key = name[len(self._tag):-3]
+            fields = self.client.hgetall(name)
+            pttl = self.client.pttl(name)
+            if not fields or pttl < 0:
+                continue
+            rows.append(_row(key, fields, pttl))
+        return sorted(rows, key=lambda r: r["key"])
+
+    # -- async operations ------------------------------------------------------
+
+    def _aclient(self):
+        loop = asyncio.get_running_loop()
+        pair = self._async.get(loop)
+        if pair is None:
+            import redis.asyncio as aredis
+
+            client = aredis.Redis.from_url(self.url, socket_connect_timeout=5)
+            pair = self._async[loop] = (client, self._register(client))
+        return pair
+
+    async def aacquire(self, key, owner_token, ttl, owner, wait):
+        client, scripts = self._aclient()
+        keys = self._all_keys(key, owner_token)
+        wake = keys[4]
+        deadline = None if wait is None else time.monotonic() + wait
+        backoff = 0.05
+        registered_at = None
+        while True:
+            try:
+                if registered_at is not None:
+                    got = await client.blpop([wake], self._slice(ttl, deadline))
+                    if got is not None:
+                        return int(got[1]), registered_at
+                    if deadline is not None and time.monotonic() >= deadline:
+                        fence = await scripts["leave"](keys, [owner_token])
+                        return None if fence is None else (int(fence),
+                                                           registered_at)
+                if self._quarantined():
+                    pause = self._quarantine_until - time.monotonic()
+                    if deadline is not None:
+                        if deadline <= time.monotonic():
+                            return None
+                        pause = min(pause, deadline - time.monotonic())
+                    await asyncio.sleep(max(pause, 0))
+                    continue
+                started = time.monotonic()
+                fence = self._answer(await scripts["acquire"](
+                    keys, self._acquire_args(owner_token, ttl, owner, wait != 0)),
+                    key, ttl)
+                if fence is not None:
+                    return fence, started
+                if wait == 0:
+                    return None
+                if not self._quarantined():
+                    registered_at = started
+                backoff = 0.05
+            except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+                logger.warning(
+                    "Redis unreachable while acquiring lock=%s (%s); retrying",
+                    key, exc, extra={"action": "lock_redis_retry", "lock": key},
+                )
+                registered_at = None
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def arelease(self, key, owner_token):
+        client, scripts = self._aclient()
+        try:
+            done = await scripts["release"](
+                self._keys(key), [owner_token, self._wake_prefix(key)])
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            logger.warning(
+                "Redis unreachable releasing lock=%s (%s); the lease ends at "
+                "its ttl", key, exc,
+                extra={"action": "lock_release_error", "lock": key},
+            )
+            return False
+        return bool(done)
+
+    async def aextend(self, key, owner_token, ttl):
+        client, scripts = self._aclient()
+        return bool(await scripts["extend"](
+            self._keys(key)[:1], [owner_token, _ms(ttl)]))
+
+
+def _glob_escape(text):
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _row(key, fields, pttl):
+    fields = {k.decode(): v.decode() for k, v in fields.items()}
+    acquired = int(fields.get("acquired", 0)) / 1000
+    try:
+        owner = loads(fields.get("owner", "{}"))
+    except ValueError:
+        owner = {}
+    now = datetime.now(timezone.utc)
+    return {
+        "key": key,
+        "token": int(fields.get("fence", 0)),
+        "owner": owner,
+        "acquired_at": datetime.fromtimestamp(acquired, timezone.utc),
+        "expires_at": datetime.fromtimestamp(now.timestamp() + pttl / 1000,
+                                             timezone.utc),
+    }
