@@ -375,7 +375,9 @@ class Cache:
     async def areset(self) -> int:
         return await sync_to_async(self.reset, thread_sensitive=False)()
 
-    async def awrap(self, key: str, fn: Callable[[], Any], ttl: float | None = None) -> Any:
+    async def awrap(
+        self, key: str, fn: Callable[[], Any], ttl: float | None = None
+    ) -> Any:
         """:meth:`wrap` for async code; ``fn`` may be sync or async."""
         return await self._awrap(key, fn, ttl, _always)
 

@@ -14,6 +14,7 @@ from ..conf import settings
 from .manager import JSON_SERIALIZER, PICKLE_SERIALIZERS
 from .stores import serializer_path
 
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 SUPPORTED_CLIENTS = {
     "django_redis.client.DefaultClient",
     "django_redis.client.default.DefaultClient",
@@ -31,8 +32,20 @@ def check_cache_stores(app_configs=None, **kwargs):
     caches = getattr(django_settings, "CACHES", {})
     for store, alias in stores.items():
         config = caches.get(alias) if isinstance(alias, str) else None
-        if isinstance(config, dict) and _is_django_redis(config):
+        if not isinstance(config, dict):
+            continue  # coordination.E005 reports it
+        if _is_django_redis(config):
             messages += _check_redis_alias(store, alias, config)
+        elif config.get("BACKEND") != LOCMEM:
+            messages.append(Warning(
+                f"The cache store {store!r} uses CACHES[{alias!r}] "
+                f"({config.get('BACKEND')}), which cannot list its keys: "
+                "reset() and keys() of its caches see only the keys this "
+                "process wrote.",
+                hint="Use django-redis for a store that several processes "
+                "share, or locmem for one process.",
+                obj=f"settings.CACHES[{alias!r}]", id="coordination.W102",
+            ))
     return messages
 
 

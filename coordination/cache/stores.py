@@ -1,13 +1,14 @@
 """Adapters from a :class:`~coordination.cache.Cache` to a Django cache.
 
 A store is a ``CACHES`` alias. The cache hands its adapter full keys
-(``<app name>:<prefix>:<key>``, the key Django's cache sees) and JSON
-payloads it has already encoded, so every check happens before anything is
-written. Two adapters exist:
+(``<app name>:<prefix>:<key>``) and values the adapter encodes before any
+write, so every check happens before anything is written. Two adapters
+exist:
 
 - :class:`RedisStore` for django-redis: it talks to the redis-py client that
-  django-redis manages, so batch calls are one round trip and ``reset``/
-  ``keys`` use ``SCAN`` with a ``MATCH`` pattern.
+  django-redis manages (its connection pool, replicas, serializer and
+  compressor), with the full key as the Redis key. Batch calls are one round
+  trip and ``reset``/``keys`` use ``SCAN`` with a ``MATCH`` pattern.
 - :class:`IndexedStore` for every other Django cache (locmem, the embedded
   default): Django's API cannot list keys, so the adapter keeps an index of
   the keys written through it, in this process.

@@ -32,4 +32,5 @@ def test_processes_and_threads_on_a_cold_key_run_the_function_once(
     (value,) = {tuple(sorted(r.items())) for rs in results for r in rs}
     assert dict(value) == {"computed_by": int(calls[0])}
     assert sum(len(rs) for rs in results) == PROCESSES * THREADS
-    assert redis_client.get("tests:cluster:cold") == f'{{"computed_by":{calls[0]}}}'.encode()
+    stored = redis_client.get("tests:cluster:cold")
+    assert stored == f'{{"computed_by":{calls[0]}}}'.encode()

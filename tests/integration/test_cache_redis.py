@@ -99,7 +99,8 @@ def test_a_compressor_on_the_alias_is_honoured(redis_url, redis_client):
         assert cache.mget(["n", "s", "big"]) == [7, "small", big]
         assert len(redis_client.get("tests:zipped:big")) < 1000
         # The plain Django API on the alias reads and writes the same codec.
-        assert caches["redis"].client.decode(redis_client.get("tests:zipped:big")) == big
+        stored = redis_client.get("tests:zipped:big")
+        assert caches["redis"].client.decode(stored) == big
 
 
 def test_the_plain_django_api_on_the_alias_is_strict_json(redis_settings):
@@ -135,3 +136,16 @@ def test_store_errors_are_clear_and_can_be_read_as_misses(redis_server, caplog):
         redis_server.start()
         strict.set("k", 3)
         assert strict.get("k") == 3
+
+
+def test_a_store_without_timeout_keeps_keys_forever(redis_url, redis_client):
+    settings = cache_settings(redis_url, default_store="redis")
+    settings["CACHES"]["redis"]["TIMEOUT"] = None
+    with override_settings(**settings):
+        cache = services.get("cache_manager").create_cache("forever")
+        assert cache.ttl is None
+        cache.set("a", 1)
+        cache.mset({"b": 2, "c": 3})
+        cache.set("d", 4, ttl=30)
+    assert [redis_client.pttl(f"tests:forever:{k}") for k in "abc"] == [-1, -1, -1]
+    assert 0 < redis_client.pttl("tests:forever:d") <= 30_000

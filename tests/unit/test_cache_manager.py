@@ -130,7 +130,8 @@ def test_other_serializers_get_a_warning_and_odd_clients_an_error():
 
 
 CACHE_CHECK_IDS = {"coordination.E004", "coordination.E005", "coordination.E006",
-                   "coordination.E101", "coordination.W101", "coordination.E102"}
+                   "coordination.E101", "coordination.W101", "coordination.E102",
+                   "coordination.W102"}
 
 
 def test_the_json_redis_store_passes_the_checks(manager):
@@ -144,3 +145,15 @@ def test_the_serializer_is_strict_json():
     for bad in [(1,), {1: 2}, object(), float("nan")]:
         with pytest.raises(PayloadError):
             serializer.dumps(bad)
+
+
+def test_a_store_that_cannot_list_keys_gets_a_warning():
+    settings = cache_settings()
+    settings["CACHES"]["files"] = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": "/tmp/coordination-cache-check",
+    }
+    settings["COORDINATION"]["CACHE_STORES"]["files"] = "files"
+    with override_settings(**settings):
+        (warning,) = [m for m in checks.run_checks() if m.id == "coordination.W102"]
+    assert "'files'" in warning.msg
