@@ -24,7 +24,7 @@ import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 CALLS = int(os.environ.get("BENCH_CALLS", "2000"))
 
 settings.configure(
