@@ -10,7 +10,7 @@ from django.test import override_settings
 from tests.support.cache import cache_settings
 
 
-def wrap_cold_key(redis_url, workdir, threads):
+def wrap_cold_key(redis_url, workdir, threads, locks):
     """Call ``wrap`` on one cold key from ``threads`` threads at once.
 
     Every call of the function appends a line to ``workdir/calls``. The
@@ -20,10 +20,11 @@ def wrap_cold_key(redis_url, workdir, threads):
     from coordination.services import services
 
     workdir = Path(workdir)
-    settings = cache_settings(
-        redis_url, default_store="redis",
-        locks={"BACKEND": "redis", "OPTIONS": {"URL": redis_url}},
-    )
+    if locks == "redis":
+        locks = {"BACKEND": "redis", "OPTIONS": {"URL": redis_url}}
+    else:
+        locks = {"BACKEND": locks}
+    settings = cache_settings(redis_url, default_store="redis", locks=locks)
     with override_settings(**settings):
         cache = services.get("cache_manager").create_cache("cluster")
 

@@ -11,12 +11,15 @@ THREADS = 13  # 4 x 13 = 52 concurrent callers
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("locks", ["redis", "database"])
 def test_processes_and_threads_on_a_cold_key_run_the_function_once(
-    redis_url, redis_client, tmp_path
+    locks, redis_url, redis_client, tmp_path
 ):
+    # The store is Redis; the cross-process lock comes from the lock
+    # manager, on Redis or on the test database.
     children = [
         spawn("tests.cluster.cache_nodes:wrap_cold_key", redis_url, str(tmp_path),
-              THREADS)
+              THREADS, locks)
         for _ in range(PROCESSES)
     ]
     deadline = time.monotonic() + 90
