@@ -257,7 +257,7 @@ class Cache:
             return value
         finally:
             if lock is not None:
-                lock.__exit__(None, None, None)
+                self._exit_lock(key, lock)
 
     def _store_computed(self, key, full, value, ttl):
         payload = self._store.encode(value)
@@ -334,11 +334,33 @@ class Cache:
             return None
         return context
 
+    def _exit_lock(self, key, context):
+        # The value is computed and stored; a failed release only delays the
+        # next computation of this key until the lease runs out.
+        try:
+            context.__exit__(None, None, None)
+        except Exception:
+            self._unlock_failed(key)
+
+    async def _aexit_lock(self, key, context):
+        try:
+            await context.__aexit__(None, None, None)
+        except Exception:
+            self._unlock_failed(key)
+
+    def _unlock_failed(self, key):
+        logger.warning(
+            "Releasing the wrap lock of cache=%s key=%s failed; it ends "
+            "with its ttl", self.name, key, exc_info=True,
+            extra={"action": "cache_wrap_unlock_error"},
+        )
+
     def _lock_missed(self, key, exc):
         if exc is None:
             logger.warning(
-                "Another instance computed cache=%s key=%s for over %ss; "
-                "computing here too", self.name, key, self.wrap_lock_timeout,
+                "The wrap lock of cache=%s key=%s stayed busy or unreachable "
+                "for %ss; computing here too", self.name, key,
+                self.wrap_lock_timeout,
                 extra={"action": "cache_wrap_lock_timeout"},
             )
         else:
@@ -428,7 +450,7 @@ class Cache:
             return value
         finally:
             if lock is not None:
-                await lock.__aexit__(None, None, None)
+                await self._aexit_lock(key, lock)
 
 
 async def _call(fn):

@@ -397,3 +397,50 @@ def test_awrap_error_reaches_every_task(cache):
     results = asyncio.run(scenario())
     assert all(isinstance(r, KeyError) for r in results)
     assert cache.get("k", default="none") == "none"
+
+
+def test_wrap_waits_for_another_instances_lock_then_reads_its_value(cache):
+    # Stand in for another instance: hold the key's wrap lock, store the
+    # value, release. The waiting wrap must return it without computing.
+    lock_manager = services.get("lock_manager")
+    lock = lock_manager.acquire("cache:things:k", ttl=30)
+    results = []
+    waiter = threading.Thread(
+        target=lambda: results.append(cache.wrap("k", lambda: "computed here"))
+    )
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and results == []
+    cache.set("k", "computed elsewhere")
+    lock.release()
+    waiter.join(10)
+    assert results == ["computed elsewhere"]
+
+
+def test_wrap_computes_when_the_lock_is_busy_too_long(cache, caplog):
+    lock_manager = services.get("lock_manager")
+    lock = lock_manager.acquire("cache:things:k", ttl=30)
+    cache.wrap_lock_timeout = 0.2
+    try:
+        assert cache.wrap("k", lambda: "computed anyway") == "computed anyway"
+    finally:
+        lock.release()
+    assert "computing here too" in caplog.text
+    assert cache.get("k") == "computed anyway"
+
+
+def test_wrap_still_answers_when_the_lock_backend_is_down(
+    store, redis_server, request, caplog
+):
+    redis_url = request.getfixturevalue("redis_url") if store == "redis" else None
+    locks = {"BACKEND": "redis", "OPTIONS": {"URL": redis_server.url}}
+    with override_settings(**cache_settings(redis_url, default_store=store,
+                                            locks=locks)):
+        cache = services.get("cache_manager").create_cache("lockless")
+        cache.wrap_lock_timeout = 0.5
+        redis_server.stop()
+        # The Redis lock backend keeps retrying an unreachable server until
+        # the wait runs out; then wrap computes without the lock.
+        assert cache.wrap("k", lambda: 1) == 1
+        assert cache.get("k") == 1
+    assert "computing here too" in caplog.text
