@@ -11,15 +11,17 @@ THREADS = 13  # 4 x 13 = 52 concurrent callers
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("locks", ["redis", "database"])
+@pytest.mark.parametrize("locks,mode", [
+    ("redis", "sync"), ("database", "sync"), ("redis", "async"),
+])
 def test_processes_and_threads_on_a_cold_key_run_the_function_once(
-    locks, redis_url, redis_client, tmp_path
+    locks, mode, redis_url, redis_client, tmp_path
 ):
     # The store is Redis; the cross-process lock comes from the lock
     # manager, on Redis or on the test database.
     children = [
         spawn("tests.cluster.cache_nodes:wrap_cold_key", redis_url, str(tmp_path),
-              THREADS, locks)
+              THREADS, locks, mode)
         for _ in range(PROCESSES)
     ]
     deadline = time.monotonic() + 90
