@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 import inspect
 import logging
+import math
 import numbers
 import re
 import threading
@@ -104,6 +105,11 @@ class Cache:
         if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
             raise TypeError(
                 f"ttl must be a number of seconds or None, not {ttl!r}."
+            )
+        if not math.isfinite(ttl):
+            raise ValueError(
+                f"ttl must be a finite number of seconds, not {ttl!r}; use "
+                "a store whose TIMEOUT is None for keys that never expire."
             )
         return ttl
 

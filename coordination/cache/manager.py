@@ -1,6 +1,7 @@
 """``CacheManager``: creates and finds the named caches of this process."""
 
 import logging
+import math
 import numbers
 import threading
 
@@ -59,7 +60,8 @@ class CacheManager:
         alias = _alias(store)
         if ttl is None:
             ttl = caches[alias].default_timeout
-        elif isinstance(ttl, bool) or not isinstance(ttl, numbers.Real) or ttl <= 0:
+        elif (isinstance(ttl, bool) or not isinstance(ttl, numbers.Real)
+              or not 0 < ttl < math.inf):
             raise ValueError(
                 f"The ttl of cache {name!r} must be a positive number of "
                 f"seconds or None (the store's TIMEOUT), not {ttl!r}."

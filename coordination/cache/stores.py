@@ -178,18 +178,17 @@ class RedisStore(BaseStore):
     def set_many(self, payloads, ttl):
         if not payloads:
             return
-        items = payloads
         try:
             client = self._redis(True)
             if ttl is None:
-                client.mset(items)
+                client.mset(payloads)
             elif ttl <= 0:
-                client.delete(*items)
+                client.delete(*payloads)
             else:
                 # MULTI/EXEC: one round trip, and all keys or none.
                 pipe = client.pipeline(transaction=True)
                 px = _millis(ttl)
-                for server_key, payload in items.items():
+                for server_key, payload in payloads.items():
                     pipe.set(server_key, payload, px=px)
                 pipe.execute()
         except Exception as exc:

@@ -195,6 +195,8 @@ def test_a_ttl_of_zero_removes_the_key(cache):
     assert cache.get("k") is None
     with pytest.raises(TypeError):
         cache.set("k", 1, ttl="10")
+    with pytest.raises(ValueError):
+        cache.set("k", 1, ttl=float("inf"))
 
 
 @pytest.mark.parametrize("value", [0, "", [], {}, False, None])

@@ -80,7 +80,7 @@ def test_a_prefix_may_not_hold_the_key_separator(manager):
     assert manager.create_cache("a:b", prefix="a.b").prefix == "a.b"
 
 
-@pytest.mark.parametrize("ttl", [0, -1, "60", True])
+@pytest.mark.parametrize("ttl", [0, -1, "60", True, float("inf"), float("nan")])
 def test_a_cache_ttl_must_be_positive_seconds(manager, ttl):
     with pytest.raises(ValueError):
         manager.create_cache("a", ttl=ttl)
