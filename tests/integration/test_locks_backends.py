@@ -114,14 +114,16 @@ def test_timeout_raises_lock_acquire_error(locks, key):
 
 def test_run_exclusive_keeps_a_short_ttl_to_the_end(locks, key):
     def work():
-        time.sleep(0.5)
+        time.sleep(1.5)
         try:
             locks.try_acquire(key)
         except LockAcquireError:
             return "still held"
         return "lost"
 
-    assert locks.run_exclusive(key, work, ttl=0.2) == "still held"
+    # A ttl of 0.5 s leaves the renewal thread (which may have to open its
+    # own database connection first) time on a loaded machine.
+    assert locks.run_exclusive(key, work, ttl=0.5) == "still held"
     locks.try_acquire(key).release()
 
 

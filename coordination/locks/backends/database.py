@@ -64,6 +64,7 @@ class DatabaseBackend(BaseLockBackend):
         self.alias = self.options.get("DATABASE", "default")
         self.synchronous_commit = self.options.get("SYNCHRONOUS_COMMIT", False)
         self._local = threading.local()
+        self._statements = {}
         # Every connection opened, whichever thread, so close() reaches all.
         self._opened = []
         self._opened_lock = threading.Lock()
@@ -91,17 +92,13 @@ class DatabaseBackend(BaseLockBackend):
                     cursor.execute("SET synchronous_commit = off")
         return conn
 
-    def _run(self, build, fetch=False):
-        """Run the statement ``build(conn)`` returns; reconnect once."""
+    def _run(self, op, params, fetch=False):
+        """Run statement ``op`` with ``params(conn)``; reconnect once."""
         for attempt in (0, 1):
             conn = self._connection()
-            sql, params = build(conn)
+            sql = self._sql(conn)[op]
             try:
-                with conn.cursor() as cursor:
-                    cursor.execute(sql, params)
-                    if fetch:
-                        return cursor.fetchone()
-                    return cursor.rowcount
+                return self._execute(conn, sql, params(conn), fetch)
             except IntegrityError:
                 raise
             except DatabaseError:
@@ -113,6 +110,22 @@ class DatabaseBackend(BaseLockBackend):
                 )
                 self._drop()
         return None
+
+    @staticmethod
+    def _execute(conn, sql, params, fetch):
+        if conn.vendor == "postgresql":
+            # psycopg's own cursor binds on the server and prepares the
+            # statement, which Django's client-side cursor does not: the
+            # upsert is planned once per connection instead of every time.
+            import psycopg
+
+            with conn.wrap_database_errors:
+                with psycopg.Cursor(conn.connection) as cursor:
+                    cursor.execute(sql, params, prepare=True)
+                    return cursor.fetchone() if fetch else cursor.rowcount
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if fetch else cursor.rowcount
 
     def _drop(self):
         conn = getattr(self._local, "conn", None)
@@ -140,142 +153,89 @@ class DatabaseBackend(BaseLockBackend):
         for conn in opened:
             self._close(conn)
 
-    # -- SQL pieces per vendor -------------------------------------------
+    # -- SQL per vendor ------------------------------------------------------
 
-    def _parts(self, conn, ttl=None):
-        """(now, expires, fence) SQL expressions and their parameters."""
+    def _sql(self, conn):
+        statements = self._statements.get(conn.vendor)
+        if statements is None:
+            statements = self._statements[conn.vendor] = _build_sql(conn)
+        return statements
+
+    def _times(self, conn, ttl=0.0):
+        """Parameters for the clock placeholders, except on PostgreSQL,
+        whose statements read the server's clock."""
         if conn.vendor == "postgresql":
-            # The server's clock, so that instances with skewed clocks agree.
-            return ("clock_timestamp()", [],
-                    "clock_timestamp() + %s * interval '1 second'", [ttl],
-                    "(extract(epoch from clock_timestamp()) * 1000000)::bigint",
-                    [])
+            return None
         now = datetime.now(timezone.utc)
-        expires = now + timedelta(seconds=ttl or 0)
-        return ("%s", [self._adapt(conn, now)], "%s", [self._adapt(conn, expires)],
-                "%s", [time.time_ns() // 1000])
-
-    @staticmethod
-    def _adapt(conn, value):
-        return conn.ops.adapt_datetimefield_value(value)
-
-    @staticmethod
-    def _q(conn, name):
-        return conn.ops.quote_name(name)
+        adapt = conn.ops.adapt_datetimefield_value
+        return (adapt(now), adapt(now + timedelta(seconds=ttl)),
+                time.time_ns() // 1000)
 
     # -- operations ------------------------------------------------------------
 
     def try_acquire_once(self, key, owner_token, ttl, owner):
         owner_json = dumps(owner, what="lock owner")
         conn = self._connection()
-        if conn.vendor in ("postgresql", "sqlite"):
-            row = self._run(lambda c: self._upsert(c, key, owner_token, ttl,
-                                                   owner_json), fetch=True)
-            return None if row is None else int(row[0])
-        return self._acquire_generic(key, owner_token, ttl, owner_json)
+        if conn.vendor not in ("postgresql", "sqlite"):
+            return self._acquire_generic(key, owner_token, ttl, owner_json)
 
-    def _upsert(self, conn, key, owner_token, ttl, owner_json):
-        q = lambda n: self._q(conn, n)  # noqa: E731
-        now, now_p, expires, exp_p, fence, fence_p = self._parts(conn, ttl)
-        greatest = "GREATEST" if conn.vendor == "postgresql" else "MAX"
-        cast = "::jsonb" if conn.vendor == "postgresql" else ""
-        sql = (
-            f"INSERT INTO {q(TABLE)} AS l ({', '.join(map(q, COLUMNS))}) "
-            f"VALUES (%s, %s, %s, {fence}, %s{cast}, {now}, {expires}) "
-            f"ON CONFLICT ({q('namespace')}, {q('key')}) DO UPDATE SET "
-            f"{q('owner_token')} = excluded.{q('owner_token')}, "
-            f"{q('fencing')} = {greatest}(l.{q('fencing')} + 1, "
-            f"excluded.{q('fencing')}), "
-            f"{q('owner')} = excluded.{q('owner')}, "
-            f"{q('acquired_at')} = excluded.{q('acquired_at')}, "
-            f"{q('expires_at')} = excluded.{q('expires_at')} "
-            f"WHERE l.{q('owner_token')} = '' "
-            f"OR l.{q('expires_at')} <= excluded.{q('acquired_at')} "
-            f"RETURNING {q('fencing')}"
-        )
-        params = [self.namespace, key, owner_token, *fence_p, owner_json,
-                  *now_p, *exp_p]
-        return sql, params
+        def params(conn):
+            times = self._times(conn, ttl)
+            if times is None:
+                return [self.namespace, key, owner_token, owner_json, ttl]
+            now, expires, fence = times
+            return [self.namespace, key, owner_token, fence, owner_json, now,
+                    expires]
+
+        row = self._run("upsert", params, fetch=True)
+        return None if row is None else int(row[0])
 
     def _acquire_generic(self, key, owner_token, ttl, owner_json):
         # Databases without INSERT ... ON CONFLICT ... RETURNING (MySQL):
         # take over with one conditional UPDATE, or create with one INSERT
         # that the unique constraint lets only one instance win.
         def take(conn):
-            q = lambda n: self._q(conn, n)  # noqa: E731
-            now, now_p, expires, exp_p, fence, fence_p = self._parts(conn, ttl)
-            sql = (
-                f"UPDATE {q(TABLE)} SET {q('owner_token')} = %s, "
-                f"{q('fencing')} = GREATEST({q('fencing')} + 1, {fence}), "
-                f"{q('owner')} = %s, {q('acquired_at')} = {now}, "
-                f"{q('expires_at')} = {expires} WHERE {q('namespace')} = %s "
-                f"AND {q('key')} = %s AND ({q('owner_token')} = '' OR "
-                f"{q('expires_at')} <= {now})"
-            )
-            return sql, [owner_token, *fence_p, owner_json, *now_p, *exp_p,
-                         self.namespace, key, *now_p]
+            now, expires, fence = self._times(conn, ttl)
+            return [owner_token, fence, owner_json, now, expires,
+                    self.namespace, key, now]
 
         def insert(conn):
-            q = lambda n: self._q(conn, n)  # noqa: E731
-            now, now_p, expires, exp_p, fence, fence_p = self._parts(conn, ttl)
-            sql = (
-                f"INSERT INTO {q(TABLE)} ({', '.join(map(q, COLUMNS))}) "
-                f"VALUES (%s, %s, %s, {fence}, %s, {now}, {expires})"
-            )
-            return sql, [self.namespace, key, owner_token, *fence_p,
-                         owner_json, *now_p, *exp_p]
+            now, expires, fence = self._times(conn, ttl)
+            return [self.namespace, key, owner_token, fence, owner_json, now,
+                    expires]
 
-        if not self._run(take):
+        if not self._run("take", take):
             try:
-                self._run(insert)
+                self._run("insert", insert)
             except IntegrityError:
                 return None
-        row = self._run(lambda c: (
-            f"SELECT {self._q(c, 'fencing')} FROM {self._q(c, TABLE)} WHERE "
-            f"{self._q(c, 'namespace')} = %s AND {self._q(c, 'key')} = %s AND "
-            f"{self._q(c, 'owner_token')} = %s",
-            [self.namespace, key, owner_token]), fetch=True)
+        row = self._run("fencing", lambda conn: [self.namespace, key,
+                                                 owner_token], fetch=True)
         return None if row is None else int(row[0])
 
-    def _update_held(self, set_sql, set_params, key, owner_token, ttl=None):
-        def build(conn):
-            q = lambda n: self._q(conn, n)  # noqa: E731
-            now, now_p, expires, exp_p, _, _ = self._parts(conn, ttl)
-            assignments = set_sql(q, now, expires)
-            params = set_params(now_p, exp_p)
-            sql = (
-                f"UPDATE {q(TABLE)} SET {assignments} WHERE "
-                f"{q('namespace')} = %s AND {q('key')} = %s AND "
-                f"{q('expires_at')} > {now} AND "
-                + (f"{q('owner_token')} = %s" if owner_token is not None
-                   else f"{q('owner_token')} <> ''")
-            )
-            params += [self.namespace, key, *now_p]
-            if owner_token is not None:
-                params.append(owner_token)
-            return sql, params
+    def _update(self, op, key, owner_token=None, ttl=0.0):
+        def params(conn):
+            times = self._times(conn, ttl)
+            if times is None:
+                first = [ttl] if op == "extend" else []
+                tail = []
+            else:
+                now, expires, _ = times
+                first = [expires if op == "extend" else now]
+                tail = [now]
+            owner = [owner_token] if owner_token is not None else []
+            return [*first, self.namespace, key, *tail, *owner]
 
-        return self._run(build) == 1
+        return self._run(op, params) == 1
 
     def release(self, key, owner_token):
-        return self._update_held(
-            lambda q, now, expires: f"{q('owner_token')} = '', "
-                                    f"{q('expires_at')} = {now}",
-            lambda now_p, exp_p: [*now_p], key, owner_token,
-        )
+        return self._update("release", key, owner_token)
 
     def extend(self, key, owner_token, ttl):
-        return self._update_held(
-            lambda q, now, expires: f"{q('expires_at')} = {expires}",
-            lambda now_p, exp_p: [*exp_p], key, owner_token, ttl,
-        )
+        return self._update("extend", key, owner_token, ttl)
 
     def force_release(self, key):
-        return self._update_held(
-            lambda q, now, expires: f"{q('owner_token')} = '', "
-                                    f"{q('expires_at')} = {now}",
-            lambda now_p, exp_p: [*now_p], key, None,
-        )
+        return self._update("force_release", key)
 
     def held_locks(self) -> list[dict[str, Any]]:
         from ..models import LockRecord
@@ -291,3 +251,56 @@ class DatabaseBackend(BaseLockBackend):
             "acquired_at": row.acquired_at,
             "expires_at": row.expires_at,
         } for row in rows]
+
+
+def _build_sql(conn):
+    """The statements of one database vendor, built once."""
+    q = conn.ops.quote_name
+    table = q(TABLE)
+    ns, key, token, fencing, owner = map(q, COLUMNS[:5])
+    acquired, expires_at = q("acquired_at"), q("expires_at")
+    if conn.vendor == "postgresql":
+        # The server's clock, so that instances with skewed clocks agree.
+        now = "clock_timestamp()"
+        expires = "clock_timestamp() + %s * interval '1 second'"
+        fence = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
+        greatest, cast = "GREATEST", "::jsonb"
+    else:
+        now, expires, fence = "%s", "%s", "%s"
+        greatest = "MAX" if conn.vendor == "sqlite" else "GREATEST"
+        cast = ""
+    columns = ", ".join(map(q, COLUMNS))
+    held = f"{ns} = %s AND {key} = %s AND {expires_at} > {now}"
+    if conn.vendor == "postgresql":
+        values = f"%s, %s, %s, {fence}, %s{cast}, {now}, {expires}"
+    else:
+        values = "%s, %s, %s, %s, %s, %s, %s"
+    return {
+        # Take the row if it is free or expired, or create it: one statement.
+        "upsert": (
+            f"INSERT INTO {table} AS l ({columns}) VALUES ({values}) "
+            f"ON CONFLICT ({ns}, {key}) DO UPDATE SET "
+            f"{token} = excluded.{token}, "
+            f"{fencing} = {greatest}(l.{fencing} + 1, excluded.{fencing}), "
+            f"{owner} = excluded.{owner}, {acquired} = excluded.{acquired}, "
+            f"{expires_at} = excluded.{expires_at} "
+            f"WHERE l.{token} = '' OR l.{expires_at} <= excluded.{acquired} "
+            f"RETURNING {fencing}"
+        ),
+        "take": (
+            f"UPDATE {table} SET {token} = %s, "
+            f"{fencing} = {greatest}({fencing} + 1, {fence}), {owner} = %s, "
+            f"{acquired} = {now}, {expires_at} = {expires} "
+            f"WHERE {ns} = %s AND {key} = %s AND ({token} = '' OR "
+            f"{expires_at} <= {now})"
+        ),
+        "insert": f"INSERT INTO {table} ({columns}) VALUES ({values})",
+        "fencing": (f"SELECT {fencing} FROM {table} WHERE {ns} = %s AND "
+                    f"{key} = %s AND {token} = %s"),
+        "release": (f"UPDATE {table} SET {token} = '', {expires_at} = {now} "
+                    f"WHERE {held} AND {token} = %s"),
+        "extend": (f"UPDATE {table} SET {expires_at} = {expires} "
+                   f"WHERE {held} AND {token} = %s"),
+        "force_release": (f"UPDATE {table} SET {token} = '', "
+                          f"{expires_at} = {now} WHERE {held} AND {token} <> ''"),
+    }

@@ -1,0 +1,333 @@
+"""Lock benchmark: our LockManager against the raw tools, in one run.
+
+    /work/venv/bin/python bench/locks.py [--quick]
+
+Environment: REDIS_URL (default redis://127.0.0.1:6379/15; the bench only
+touches keys under "bench"), DATABASE_URL for PostgreSQL (default
+postgres://postgres@127.0.0.1:5432/coordination_bench, created if missing).
+SQLite runs on a temporary file.
+
+Prints four tables:
+
+1. uncontended acquire+release, one process (median and mean per pair);
+2. contended: 4 processes x 200 read-modify-write increments of a file on
+   one key: throughput, and the median and p99 wait for the lock;
+3. how the wait grows with 1, 4 and 16 contenders.
+Every contended run checks the final counter (no lost update).
+"""
+
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import django  # noqa: E402
+import environ  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+PG_URL = os.environ.get(
+    "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/coordination_bench")
+TMP = Path(tempfile.mkdtemp(prefix="locks-bench-"))
+QUICK = "--quick" in sys.argv
+
+
+def _ensure_pg_database(url):
+    import psycopg
+
+    config = environ.Env.db_url_config(url)
+    try:
+        psycopg.connect(_pg_dsn(url), connect_timeout=5).close()
+    except psycopg.OperationalError:
+        admin = url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(_pg_dsn(admin), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
+
+
+def _pg_dsn(url):
+    return url.replace("postgres://", "postgresql://", 1)
+
+
+_ensure_pg_database(PG_URL)
+settings.configure(
+    DATABASES={
+        "default": environ.Env.db_url_config(PG_URL),
+        "sqlite": {"ENGINE": "django.db.backends.sqlite3",
+                   "NAME": str(TMP / "bench.sqlite3"),
+                   "OPTIONS": {"timeout": 30}},
+    },
+    INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth",
+                    "coordination"],
+    USE_TZ=True,
+    COORDINATION={"APP_NAME": "bench", "LOCKS": {"BACKEND": "local"}},
+    LOGGING_CONFIG=None,
+)
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connections  # noqa: E402
+from django.test import override_settings  # noqa: E402
+
+from coordination.locks import LockManager  # noqa: E402
+from coordination.services import services  # noqa: E402
+
+CONFIGS = {
+    "redis": {"BACKEND": "redis", "OPTIONS": {"URL": REDIS_URL}},
+    "database-pg": {"BACKEND": "database"},
+    "database-pg-sync": {"BACKEND": "database",
+                         "OPTIONS": {"SYNCHRONOUS_COMMIT": True}},
+    "database-sqlite": {"BACKEND": "database",
+                        "OPTIONS": {"DATABASE": "sqlite"}},
+}
+
+
+def manager(name):
+    """A fresh LockManager on the named backend configuration."""
+    override = override_settings(COORDINATION={
+        "APP_NAME": "bench", "LOCKS": CONFIGS[name]})
+    override.enable()
+    return LockManager(services)
+
+
+# -- raw tools -----------------------------------------------------------------
+
+def redis_client():
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL)
+
+
+class RedisPyLock:
+    def __init__(self, sleep):
+        self.client, self.sleep = redis_client(), sleep
+
+    def __call__(self, key):
+        return self.client.lock(f"bench:{key}", timeout=30, sleep=self.sleep)
+
+
+class PythonRedisLock:
+    def __init__(self):
+        import redis_lock
+
+        self.module, self.client = redis_lock, redis_client()
+
+    def __call__(self, key):
+        return self.module.Lock(self.client, f"bench:rl:{key}", expire=30)
+
+
+class AdvisoryLock:
+    def __init__(self):
+        import psycopg
+
+        self.conn = psycopg.connect(_pg_dsn(PG_URL), autocommit=True)
+
+    def __call__(self, key):
+        return _Advisory(self.conn, hash(key) & 0x7FFFFFFF)
+
+
+class _Advisory:
+    def __init__(self, conn, number):
+        self.conn, self.number = conn, number
+
+    def __enter__(self):
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (self.number,))
+
+    def __exit__(self, *exc):
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.number,))
+
+
+class RowPair:
+    """INSERT then DELETE of a row, each a durable autocommit transaction."""
+
+    def __init__(self):
+        import psycopg
+
+        self.conn = psycopg.connect(_pg_dsn(PG_URL), autocommit=True)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS bench_row_lock "
+                          "(key text PRIMARY KEY)")
+
+    def __call__(self, key):
+        return _Row(self.conn, key)
+
+
+class _Row:
+    def __init__(self, conn, key):
+        self.conn, self.key = conn, key
+
+    def __enter__(self):
+        self.conn.execute("INSERT INTO bench_row_lock VALUES (%s)", (self.key,))
+
+    def __exit__(self, *exc):
+        self.conn.execute("DELETE FROM bench_row_lock WHERE key = %s",
+                          (self.key,))
+
+
+class Ours:
+    def __init__(self, name, exclusive=False):
+        self.locks, self.exclusive = manager(name), exclusive
+
+    def __call__(self, key):
+        if self.exclusive:
+            return self.locks.lock(key, ttl=30)
+        return self.locks.acquire(key, ttl=30)
+
+
+TOOLS = {
+    "redis-py Lock": lambda: RedisPyLock(0.1),
+    "redis-py Lock sleep=1ms": lambda: RedisPyLock(0.001),
+    "python-redis-lock": PythonRedisLock,
+    "ours redis": lambda: Ours("redis"),
+    "ours redis lock() (renewed)": lambda: Ours("redis", True),
+    "pg_advisory_lock": AdvisoryLock,
+    "INSERT+DELETE durable (pg)": RowPair,
+    "ours database pg": lambda: Ours("database-pg"),
+    "ours database pg lock() (renewed)": lambda: Ours("database-pg", True),
+    "ours database pg SYNCHRONOUS_COMMIT": lambda: Ours("database-pg-sync"),
+    "ours database sqlite": lambda: Ours("database-sqlite"),
+}
+
+
+# -- uncontended -----------------------------------------------------------
+
+def uncontended(name, seconds):
+    tool = TOOLS[name]()
+    for _ in range(20):  # warm up connections and scripts
+        with tool("warm"):
+            pass
+    samples = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline and len(samples) < 20000:
+        start = time.perf_counter()
+        with tool("uncontended"):
+            pass
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+# -- contended ---------------------------------------------------------------
+
+def _worker(name, key, count, counter, ready, go, out, deadline_s):
+    if name.startswith("ours"):
+        # Fresh connections in the child.
+        connections.close_all()
+    tool = TOOLS[name]()
+    with tool(f"{key}-warm"):
+        pass
+    ready.put(os.getpid())
+    go.wait()
+    waits, done = [], 0
+    deadline = time.monotonic() + deadline_s
+
+    while done < count and time.monotonic() < deadline:
+        start = time.perf_counter()
+        with tool(key):
+            waits.append(time.perf_counter() - start)
+            value = int(counter.read_text())
+            counter.write_text(str(value + 1))
+        done += 1
+    out.put((done, waits, time.monotonic()))
+
+
+def contended(name, processes, count, deadline_s=15.0):
+    ctx = multiprocessing.get_context("fork")
+    counter = TMP / f"counter-{time.monotonic_ns()}"
+    counter.write_text("0")
+    key = f"contended-{time.monotonic_ns()}"
+    ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    connections.close_all()
+    children = [ctx.Process(target=_worker, args=(
+        name, key, count, counter, ready, go, out, deadline_s))
+        for _ in range(processes)]
+    for child in children:
+        child.start()
+    for _ in children:
+        ready.get(timeout=60)
+    started = time.monotonic()
+    go.set()
+    results = [out.get(timeout=deadline_s + 60) for _ in children]
+    for child in children:
+        child.join(30)
+    done = sum(r[0] for r in results)
+    elapsed = max(r[2] for r in results) - started
+    waits = sorted(w for r in results for w in r[1])
+    return {
+        "done": done, "expected": processes * count,
+        "counter_ok": int(counter.read_text()) == done,
+        "throughput": done / elapsed,
+        "median": statistics.median(waits) if waits else float("nan"),
+        "p99": waits[int(len(waits) * 0.99) - 1] if waits else float("nan"),
+    }
+
+
+# -- report ------------------------------------------------------------------
+
+def ms(value):
+    return f"{value * 1000:8.3f}"
+
+
+def main():
+    call_command("migrate", "coordination", verbosity=0)
+    call_command("migrate", "coordination", database="sqlite", verbosity=0)
+    redis_client().delete(*redis_client().keys("bench:*") or ["none"])
+    seconds = 0.5 if QUICK else 1.5
+    print(f"machine: {os.cpu_count()} cores, shared; python {sys.version.split()[0]}")
+    print(f"redis {REDIS_URL}  postgresql {PG_URL}\n")
+
+    print("1. uncontended acquire+release, one process")
+    print(f"{'lock':40} {'pairs':>7} {'median ms':>10} {'mean ms':>9}")
+    medians = {}
+    for name in TOOLS:
+        if name == "redis-py Lock sleep=1ms":
+            continue
+        samples = uncontended(name, seconds)
+        medians[name] = statistics.median(samples)
+        print(f"{name:40} {len(samples):7d} {ms(medians[name]):>10} "
+              f"{ms(statistics.fmean(samples)):>9}")
+    print(f"   ours redis / redis-py Lock: "
+          f"{medians['ours redis'] / medians['redis-py Lock']:.2f}x")
+    print(f"   ours database pg / pg_advisory_lock: "
+          f"{medians['ours database pg'] / medians['pg_advisory_lock']:.2f}x")
+    print(f"   INSERT+DELETE durable / pg_advisory_lock: "
+          f"{medians['INSERT+DELETE durable (pg)'] / medians['pg_advisory_lock']:.2f}x\n")
+
+    count = 50 if QUICK else 200
+    print(f"2. contended: 4 processes x {count} increments on one key")
+    print(f"{'lock':40} {'done':>9} {'ok':>3} {'incr/s':>8} {'median ms':>10} "
+          f"{'p99 ms':>9} {'p99/med':>7}")
+    rows = {}
+    for name in ["redis-py Lock", "redis-py Lock sleep=1ms", "python-redis-lock",
+                 "pg_advisory_lock", "ours redis", "ours redis lock() (renewed)",
+                 "ours database pg", "ours database sqlite"]:
+        row = rows[name] = contended(name, 4, count)
+        print(f"{name:40} {row['done']:4d}/{row['expected']:<4d} "
+              f"{'yes' if row['counter_ok'] else 'NO':>3} "
+              f"{row['throughput']:8.0f} {ms(row['median']):>10} "
+              f"{ms(row['p99']):>9} {row['p99'] / row['median']:7.1f}")
+    raw = ["redis-py Lock", "redis-py Lock sleep=1ms", "python-redis-lock",
+           "pg_advisory_lock"]
+    best = max(raw, key=lambda n: rows[n]["throughput"])
+    print(f"   ours redis / best raw ({best}): "
+          f"{rows['ours redis']['throughput'] / rows[best]['throughput']:.2f}x\n")
+
+    print("3. wait for the lock by number of contenders (run_exclusive-style "
+          "lock(), renewed)")
+    print(f"{'backend':22} {'contenders':>10} {'incr/s':>8} {'median ms':>10} "
+          f"{'p99 ms':>9}")
+    for name in ["ours redis lock() (renewed)", "ours database pg"]:
+        for processes in (1, 4, 16):
+            per = max(20, (200 if not QUICK else 50) * 4 // processes // 2)
+            row = contended(name, processes, per)
+            label = name.replace("ours ", "").replace(" lock() (renewed)", "")
+            print(f"{label:22} {processes:10d} {row['throughput']:8.0f} "
+                  f"{ms(row['median']):>10} {ms(row['p99']):>9}"
+                  + ("" if row["counter_ok"] else "  LOST UPDATE"))
+
+
+if __name__ == "__main__":
+    main()

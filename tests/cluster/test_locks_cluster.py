@@ -1,0 +1,181 @@
+"""Locks across real processes: exclusion, crashes, expiry, Redis restarts.
+
+Children (tests/cluster/locks_nodes.py) run Django on the test database;
+the database backend runs on it (SQLite file, or PostgreSQL with
+DATABASE_URL), the redis backend on REDIS_URL or a private redis-server.
+"""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from coordination.exceptions import LockAcquireError
+from coordination.services import services
+from tests.support.processes import result, spawn
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NODES = "tests.cluster.locks_nodes"
+
+
+@pytest.fixture(params=["database", "redis"])
+def config(request):
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        request.getfixturevalue("redis_client")
+        return {"BACKEND": "redis", "OPTIONS": {"URL": url}}
+    return {"BACKEND": "database"}
+
+
+def _locks(config):
+    override = override_settings(COORDINATION={"APP_NAME": "cluster",
+                                               "LOCKS": config})
+    override.enable()
+    return override, services.lock_manager
+
+
+@pytest.fixture
+def locks(config):
+    override, manager = _locks(config)
+    yield manager
+    override.disable()
+
+
+def _wait_for(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def _counter_run(config, tmp_path, processes, count, with_tokens=False):
+    (tmp_path / "counter").write_text("0")
+    children = [spawn(f"{NODES}:increment", config, "counter", str(tmp_path),
+                      count, 5, with_tokens) for _ in range(processes)]
+    (tmp_path / "go").write_text("go")
+    return [result(child, timeout=600) for child in children]
+
+
+def test_four_processes_lose_no_update(config, tmp_path):
+    results = _counter_run(config, tmp_path, 4, 200)
+    assert int((tmp_path / "counter").read_text()) == 800
+    assert [r["overlaps"] for r in results] == [0, 0, 0, 0]
+    values = sorted(v for r in results for v, _ in r["seen"])
+    assert values == list(range(800))
+
+
+def test_tokens_grow_in_the_order_holders_got_the_lock(config, tmp_path):
+    results = _counter_run(config, tmp_path, 3, 30, with_tokens=True)
+    seen = sorted(tuple(pair) for r in results for pair in r["seen"])
+    assert [v for v, _ in seen] == list(range(90))
+    tokens = [t for _, t in seen]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 90
+
+
+def test_killed_holder_blocks_others_at_most_its_ttl(config, locks, tmp_path):
+    ready = tmp_path / "ready"
+    child = spawn(f"{NODES}:hold_forever", config, "crash", str(ready), 1.0)
+    try:
+        _wait_for(ready)
+        with pytest.raises(LockAcquireError):
+            locks.try_acquire("crash")
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        # Renewal died with the process, so the lease ends within its ttl
+        # (1 s); the margin covers a loaded machine.
+        lock = locks.acquire("crash", timeout=1.0 + 10)
+        assert lock.token > json.loads(ready.read_text())
+        assert lock.release() is True
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+
+
+def test_expired_holder_cannot_touch_the_successor(config, locks, tmp_path):
+    ready, proceed = tmp_path / "ready", tmp_path / "proceed"
+    child = spawn(f"{NODES}:outlive_lease", config, "expired", str(ready),
+                  str(proceed), 0.3)
+    _wait_for(ready)
+    successor = locks.acquire("expired", ttl=30, timeout=30)
+    proceed.write_text("go")
+    old = result(child)
+    assert old == {"token": old["token"], "released": False,
+                   "extended": False, "held": False}
+    assert successor.token > old["token"]
+    assert successor.held()
+    with pytest.raises(LockAcquireError):
+        locks.try_acquire("expired")
+    assert successor.release() is True
+
+
+def test_run_exclusive_keeps_a_short_ttl_to_the_end(config, locks, tmp_path):
+    ready = tmp_path / "ready"
+    child = spawn(f"{NODES}:long_job", config, "long", str(ready), 0.3, 2.0)
+    _wait_for(ready)
+    attempts = 0
+    while child.poll() is None:
+        try:
+            lock = locks.try_acquire("long")
+        except LockAcquireError:
+            attempts += 1
+            time.sleep(0.05)
+            continue
+        # Only once the child has returned from run_exclusive.
+        lock.release()
+        assert child.poll() is not None or _finished_after(child)
+        break
+    assert result(child) == "done"
+    assert attempts > 5
+    locks.try_acquire("long").release()
+
+
+def _finished_after(child):
+    # The child may have released but not exited yet.
+    try:
+        child.wait(10)
+    except Exception:
+        return False
+    return True
+
+
+def test_redis_restart_while_held_and_waited(redis_server, tmp_path):
+    config = {"BACKEND": "redis", "OPTIONS": {"URL": redis_server.url,
+                                              "POLL_INTERVAL": 0.2}}
+    holder_ready = tmp_path / "holder"
+    holder = spawn(f"{NODES}:hold_through_restart", config, "restart",
+                   str(holder_ready), 3.0)
+    _wait_for(holder_ready)
+    waiters = []
+    for n in range(2):
+        ready = tmp_path / f"waiter{n}"
+        waiters.append(spawn(f"{NODES}:wait_then_hold", config, "restart",
+                             str(ready), 0.3, 3.0))
+        _wait_for(ready)
+    time.sleep(0.5)  # the waiters are blocked in BLPOP by now
+
+    # The holder renews every second (ttl 3 s): a short outage usually falls
+    # between two renewals, so the waiters reconnect before the holder can
+    # notice its loss, and must hold back on their own.
+    redis_server.restart(down_for=0.05)
+
+    old = result(holder)
+    got = sorted((result(w) for w in waiters), key=lambda r: r["got_at"])
+    # The holder learnt it lost the lock, and nobody got it before that.
+    assert old["held"] is False
+    assert got[0]["got_at"] > old["lost_at"]
+    # The two waiters took turns, with larger tokens than before the loss.
+    assert got[1]["got_at"] >= got[0]["left_at"]
+    assert all(r["held"] for r in got)
+    assert old["token"] < got[0]["token"] < got[1]["token"]
+
+    # And the cluster works normally afterwards.
+    results = _counter_run(config, tmp_path, 2, 50)
+    assert int((tmp_path / "counter").read_text()) == 100
+    assert [r["overlaps"] for r in results] == [0, 0]
