@@ -13,7 +13,7 @@ import pytest
 from django.core.cache import caches
 from django.test import override_settings
 
-from coordination.exceptions import CacheStoreError, ChannelNameError, PayloadError
+from coordination.exceptions import ChannelNameError, PayloadError
 from coordination.services import services
 from tests.support.cache import cache_settings
 
