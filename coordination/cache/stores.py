@@ -68,9 +68,6 @@ def serializer_path(alias_settings):
 class BaseStore:
     """What a cache needs from its store; keys are full keys (str)."""
 
-    #: True when the store lists keys itself (no index needed).
-    scans = False
-
     def __init__(self, name, alias):
         self.name = name
         self.alias = alias
@@ -86,8 +83,6 @@ class BaseStore:
 
 class RedisStore(BaseStore):
     """django-redis: raw redis-py commands, values as JSON text."""
-
-    scans = True
 
     def __init__(self, name, alias, backend):
         super().__init__(name, alias)
