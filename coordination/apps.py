@@ -8,3 +8,4 @@ class CoordinationConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the system checks)
+        from .cache import checks as cache_checks  # noqa: F401

@@ -56,3 +56,12 @@ class LockAcquireError(CoordinationError):
 
 class LockNotHeldError(CoordinationError):
     """The lock expired or was taken over by another holder."""
+
+
+class CacheStoreError(CoordinationError):
+    """The cache store (Redis, or another Django cache) failed to answer.
+
+    Raised from ``Cache`` methods with the driver's error as ``__cause__``;
+    a cache created with ``miss_on_error=True`` turns failed reads into
+    logged misses instead.
+    """

@@ -85,6 +85,8 @@ if REDIS_URL:
     CACHES["redis"] = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
+        # JSON on the server, never pickle (coordination.E101 otherwise).
+        "OPTIONS": {"SERIALIZER": "coordination.cache.serializers.JSONSerializer"},
     }
     CHANNEL_LAYERS = {
         "default": {
