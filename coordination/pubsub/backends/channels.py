@@ -1,0 +1,387 @@
+"""Delivery through a Django Channels layer: one group per channel.
+
+Each process runs one listener: a daemon thread with its own event loop and
+its own layer instance (built from ``CHANNEL_LAYERS[ALIAS]``), which holds a
+specific channel that joined one group per subscribed channel. Publishing
+goes through the same loop, started on first use, so it never needs the
+listener. After a fork the child drops the parent's loop and connections
+(without closing them: they belong to the parent) and starts its own.
+
+The listener checks itself every ``HEARTBEAT`` seconds by sending a ping to
+its own channel through the server. A failed or unanswered ping, or an error
+from the layer, closes the layer and reconnects with backoff, joining every
+group again; the gap is logged when it is back. The same tick re-joins the
+groups, so memberships never reach the layer's ``group_expiry``.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from .base import BasePubSubBackend
+
+logger = logging.getLogger("coordination.pubsub")
+listener_logger = logging.getLogger("coordination.pubsub.listener")
+
+MESSAGE_TYPE = "coordination.message"
+PING_TYPE = "coordination.ping"
+# Channels accepts group names of fewer than 100 characters.
+MAX_GROUP_LENGTH = 99
+_PASS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _escape(text):
+    # Letters, digits and "-" stay; any other character becomes "_<hex>.".
+    # A decoder reads "_" as "escape up to the next '.'", so the mapping is
+    # injective, and a bare "." never appears inside an escaped part.
+    return "".join(c if c in _PASS else f"_{ord(c):x}." for c in text)
+
+
+def group_name(app_name: str, channel: str) -> str:
+    """The Channels group for ``channel`` of app ``app_name``.
+
+    ``c.<app>.<channel>`` (both escaped) when that fits, else ``h.`` and the
+    SHA-256 of both names. The two forms cannot meet (they start
+    differently), escaped names are injective, and hashed ones collide only
+    if SHA-256 does.
+    """
+    name = f"c.{_escape(app_name)}.{_escape(channel)}"
+    if len(name) <= MAX_GROUP_LENGTH:
+        return name
+    digest = hashlib.sha256(
+        json.dumps([app_name, channel], ensure_ascii=False).encode()
+    ).hexdigest()
+    return f"h.{digest}"
+
+
+class _ListenerDown(Exception):
+    """The heartbeat did not come back through the server."""
+
+
+class ChannelsBackend(BasePubSubBackend):
+    """Pub/sub over ``CHANNEL_LAYERS[OPTIONS["ALIAS"]]``.
+
+    Options: ``ALIAS`` (required), ``HEARTBEAT`` (seconds between listener
+    checks, default 5), ``RETRY_DELAY`` / ``RETRY_DELAY_MAX`` (reconnect
+    backoff, 0.5 and 10 s), ``TIMEOUT`` (seconds a publish or join may take
+    before it fails, default 5).
+    """
+
+    required_options = ("ALIAS",)
+    allowed_options = {"ALIAS", "HEARTBEAT", "RETRY_DELAY", "RETRY_DELAY_MAX",
+                       "TIMEOUT"}
+
+    @staticmethod
+    def validate_options(options):
+        from django.conf import settings as django_settings
+
+        errors = []
+        alias = options.get("ALIAS")
+        layers = getattr(django_settings, "CHANNEL_LAYERS", {}) or {}
+        if "ALIAS" in options and alias not in layers:
+            errors.append(
+                f'COORDINATION["PUBSUB"]["OPTIONS"]["ALIAS"] is {alias!r}, which '
+                f"is not in CHANNEL_LAYERS; add it there or use one of "
+                f"{', '.join(map(repr, layers)) or 'your CHANNEL_LAYERS aliases'}."
+            )
+        for key in ("HEARTBEAT", "RETRY_DELAY", "RETRY_DELAY_MAX", "TIMEOUT"):
+            value = options.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or value <= 0:
+                errors.append(
+                    f'COORDINATION["PUBSUB"]["OPTIONS"]["{key}"] is {value!r}; '
+                    "it must be a positive number of seconds."
+                )
+        return errors
+
+    def __init__(self, app_name, options, on_message):
+        super().__init__(app_name, options, on_message)
+        self.alias = options["ALIAS"]
+        self.heartbeat = options.get("HEARTBEAT", 5)
+        self.retry_delay = options.get("RETRY_DELAY", 0.5)
+        self.retry_delay_max = options.get("RETRY_DELAY_MAX", 10)
+        self.timeout = options.get("TIMEOUT", 5)
+        self._groups = {}  # channel -> group, what the listener must join
+        self._listening = False
+        self._counts = {"reconnects": 0, "publish_failures": 0}
+        self._reset()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+
+    def _reset(self):
+        # Everything that belongs to one process and one event loop.
+        self._lock = threading.RLock()
+        self._loop = None
+        self._thread = None
+        self._layer = None
+        self._listener = None  # concurrent Future of the listen task
+        self._channel = None  # our specific channel while connected
+        self._connected = None  # asyncio.Event, set while connected
+        self._pong = None
+
+    # The loop thread
+
+    def _ensure_loop(self):
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+                thread = threading.Thread(
+                    target=self._run_loop, args=(loop, ready),
+                    name="coordination-pubsub", daemon=True,
+                )
+                thread.start()
+                ready.wait()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _run_loop(self, loop, ready):
+        asyncio.set_event_loop(loop)
+        self._connected = asyncio.Event()
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def _call(self, coro, timeout=None):
+        loop = self._ensure_loop()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(self.timeout if timeout is None else timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise
+
+    def _get_layer(self):
+        # Runs on the loop thread. A layer of our own (not the process-wide
+        # one of channels.layers), so no connection is shared with other code
+        # or across a fork.
+        if self._layer is None:
+            from channels.layers import channel_layers
+
+            self._layer = channel_layers.make_backend(self.alias)
+        return self._layer
+
+    # Publishing
+
+    def publish(self, channel, text):
+        group = self._group(channel)
+        try:
+            self._call(self._send(group, text))
+        except Exception:
+            self._counts["publish_failures"] += 1
+            raise
+
+    async def _send(self, group, text):
+        await self._get_layer().group_send(group, {"type": MESSAGE_TYPE, "text": text})
+
+    def _group(self, channel):
+        group = self._groups.get(channel)
+        return group if group is not None else group_name(self.app_name, channel)
+
+    # Membership
+
+    def join(self, channel):
+        group = group_name(self.app_name, channel)
+        with self._lock:
+            self._groups[channel] = group
+            self._listening = True
+        self._ensure_listener()
+        try:
+            self._call(self._join(group), timeout=self.timeout)
+        except Exception:
+            # The listener joins every group when it (re)connects.
+            logger.warning(
+                "Could not join channel=%s yet; the listener will when the "
+                "server is reachable instance=%s", channel, _instance(),
+                exc_info=True, extra={"action": "pubsub_join", "channel": channel},
+            )
+
+    async def _join(self, group):
+        await self._connected.wait()
+        await self._layer.group_add(group, self._channel)
+
+    def leave(self, channel):
+        with self._lock:
+            group = self._groups.pop(channel, None)
+        if group is None or self._loop is None:
+            return
+        try:
+            self._call(self._leave(group))
+        except Exception:
+            logger.warning(
+                "Could not leave channel=%s cleanly instance=%s", channel,
+                _instance(), exc_info=True,
+                extra={"action": "pubsub_leave", "channel": channel},
+            )
+
+    async def _leave(self, group):
+        if self._connected.is_set():
+            await self._layer.group_discard(group, self._channel)
+
+    # The listener
+
+    def start(self):
+        if self._listening and self._groups:
+            self._ensure_listener()
+
+    def _ensure_listener(self):
+        with self._lock:
+            if self._listener is not None and not self._listener.done():
+                return
+            loop = self._ensure_loop()
+            self._listener = asyncio.run_coroutine_threadsafe(self._listen(), loop)
+
+    async def _listen(self):
+        delay = self.retry_delay
+        down_since = None
+        while True:
+            try:
+                await self._connect()
+                if down_since is not None:
+                    self._counts["reconnects"] += 1
+                    listener_logger.warning(
+                        "Pub/sub listener back after %.1fs gap; rejoined %s "
+                        "channel(s) instance=%s", time.monotonic() - down_since,
+                        len(self._groups), _instance(),
+                        extra={"action": "pubsub_reconnected"},
+                    )
+                down_since, delay = None, self.retry_delay
+                await self._session()
+            except asyncio.CancelledError:
+                await self._disconnect()
+                raise
+            except Exception:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    listener_logger.warning(
+                        "Pub/sub listener lost its connection; reconnecting "
+                        "instance=%s", _instance(), exc_info=True,
+                        extra={"action": "pubsub_disconnected"},
+                    )
+                else:
+                    listener_logger.debug(
+                        "Pub/sub listener still down after %.1fs instance=%s",
+                        time.monotonic() - down_since, _instance(), exc_info=True,
+                        extra={"action": "pubsub_reconnecting"},
+                    )
+                await self._disconnect()
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.retry_delay_max)
+
+    async def _connect(self):
+        layer = self._get_layer()
+        channel = await asyncio.wait_for(layer.new_channel(), self.timeout)
+        for group in list(self._groups.values()):
+            await asyncio.wait_for(layer.group_add(group, channel), self.timeout)
+        self._channel = channel
+        self._connected.set()
+        # Groups joined while we were adding the others are added by _join,
+        # which waited for _connected.
+        listener_logger.debug(
+            "Pub/sub listener connected channel=%s groups=%s instance=%s",
+            channel, len(self._groups), _instance(),
+            extra={"action": "pubsub_connected"},
+        )
+
+    async def _disconnect(self):
+        self._connected.clear()
+        layer, self._layer, self._channel = self._layer, None, None
+        if layer is not None:
+            try:
+                await asyncio.wait_for(layer.flush(), self.timeout)
+            except Exception:
+                listener_logger.debug("Closing the layer failed", exc_info=True)
+
+    async def _session(self):
+        receiver = asyncio.ensure_future(self._receive_loop(self._layer, self._channel))
+        try:
+            while True:
+                await asyncio.wait([receiver], timeout=self.heartbeat)
+                if receiver.done():
+                    receiver.result()
+                    raise _ListenerDown("the receive loop ended")
+                await self._check()
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+
+    async def _receive_loop(self, layer, channel):
+        while True:
+            message = await layer.receive(channel)
+            kind = message.get("type")
+            if kind == MESSAGE_TYPE:
+                try:
+                    self.on_message(message["text"])
+                except Exception:
+                    listener_logger.exception(
+                        "Handing a message over failed instance=%s", _instance(),
+                        extra={"action": "pubsub_receive_error"},
+                    )
+            elif kind == PING_TYPE and self._pong is not None:
+                self._pong.set()
+
+    async def _check(self):
+        # A ping through the server proves both directions work; then renew
+        # the memberships so the layer's group_expiry never removes them.
+        layer, channel = self._layer, self._channel
+        self._pong = asyncio.Event()
+        try:
+            await asyncio.wait_for(layer.send(channel, {"type": PING_TYPE}),
+                                   self.timeout)
+            await asyncio.wait_for(self._pong.wait(), self.timeout)
+        except TimeoutError as exc:
+            raise _ListenerDown("no heartbeat within the timeout") from exc
+        for group in list(self._groups.values()):
+            await asyncio.wait_for(layer.group_add(group, channel), self.timeout)
+
+    def stop(self):
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = self._listener = None
+        if loop is None:
+            return
+
+        async def close():
+            # The loop is ours alone: end the listener and any publish.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._disconnect()
+
+        try:
+            asyncio.run_coroutine_threadsafe(close(), loop).result(self.timeout)
+        except Exception:
+            logger.debug("Closing the pub/sub layer failed", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(self.timeout)
+
+    def stats(self):
+        return dict(self._counts, connected=bool(
+            self._connected is not None and self._connected.is_set()
+        ))
+
+
+def _instance():
+    from ...instance import instance_id
+
+    return instance_id()
+
+
+def _after_fork(ref):
+    backend = ref()
+    if backend is None:
+        return
+    # Forget the parent's loop, thread and sockets without touching them.
+    backend._reset()
+    if backend._listening and backend._groups:
+        backend._ensure_listener()
