@@ -230,8 +230,18 @@ class ChannelsBackend(BasePubSubBackend):
     # The listener
 
     def start(self):
-        if self._listening and self._groups:
-            self._ensure_listener()
+        """Start the listener if channels are joined, and wait (up to
+        ``TIMEOUT``) until it is connected with every group joined."""
+        if not (self._listening and self._groups):
+            return
+        self._ensure_listener()
+        try:
+            self._call(self._connected.wait())
+        except Exception:
+            logger.warning(
+                "Pub/sub listener not connected yet; it keeps trying "
+                "instance=%s", _instance(), extra={"action": "pubsub_start"},
+            )
 
     def _ensure_listener(self):
         with self._lock:
