@@ -180,6 +180,14 @@ class Publisher:
             manager = services.pubsub_manager
             self.send = lambda m: manager.publish("bench", m)
 
+    def close(self):
+        if hasattr(self, "loop"):
+            self.loop.close()
+        if self.mode.startswith("ours"):
+            from coordination.services import services
+
+            services.reset()
+
     def run(self, n, gap):
         messages = ({"t": None, "i": i} for i in range(n))
         if hasattr(self, "send_many"):
@@ -213,10 +221,7 @@ def measure(mode, receivers, n_latency, n_burst):
     results = collect(procs)
     last = max(r["last"] for r in results)
     received = sum(r["count"] for r in results)
-    if mode.startswith("ours"):
-        from coordination.services import services
-
-        services.reset()
+    publisher.close()
     return {
         "mode": mode, "receivers": receivers,
         "p50": statistics.median(lat), "p99": sorted(lat)[int(len(lat) * .99) - 1],
