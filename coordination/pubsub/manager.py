@@ -53,8 +53,7 @@ class PubSubManager:
         self._handlers: dict[str, dict[Handler, float | None]] = {}
         self._backend = _build_backend(services.name, self._receive)
         self._reset_process_state()
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        _managers.add(self)
 
     def _reset_process_state(self):
         self._seq: dict[str, int] = {}
@@ -249,11 +248,16 @@ class PubSubManager:
         return counts
 
 
-def _after_fork(ref):
+_managers = weakref.WeakSet()
+
+
+def _after_fork():
     # The threads of the parent are gone in a forked child, and its locks may
     # be held forever: start from clean process state (the backend resets its
     # own connections through its own hook).
-    manager = ref()
-    if manager is not None:
+    for manager in list(_managers):
         manager._lock = threading.RLock()
         manager._reset_process_state()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -130,7 +130,9 @@ def test_envelope_is_json_with_instance_channel_seq_and_message():
     node.pubsub.publish("ch", None)
     node.pubsub.publish("other", 1)
     envelopes = [json.loads(t) for t in seen]
-    assert [(e["instance"], e["channel"], e["seq"], e["message"]) for e in envelopes] == [
+    fields = [(e["instance"], e["channel"], e["seq"], e["message"])
+              for e in envelopes]
+    assert fields == [
         ("pub", "ch", 1, {"k": [1, "é"]}), ("pub", "ch", 2, None),
         ("pub", "other", 1, 1),
     ]

@@ -63,6 +63,13 @@ def group_name(app_name: str, channel: str) -> str:
 
 _UNSET = object()
 
+try:
+    from redis.exceptions import TimeoutError as _RedisTimeout
+
+    _IDLE_TIMEOUTS = (TimeoutError, _RedisTimeout)
+except ImportError:
+    _IDLE_TIMEOUTS = (TimeoutError,)
+
 
 def _make_direct_publisher(alias):
     from channels.layers import channel_layers
@@ -140,8 +147,7 @@ class ChannelsBackend(BasePubSubBackend):
         self._listening = False
         self._counts = {"reconnects": 0, "publish_failures": 0}
         self._reset()
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        _backends.add(self)
 
     def _reset(self):
         # Everything that belongs to one process and one event loop.
@@ -153,6 +159,7 @@ class ChannelsBackend(BasePubSubBackend):
         self._channel = None  # our specific channel while connected
         self._connected = None  # asyncio.Event, set while connected
         self._pong = None
+        self._last_received = 0.0
         self._direct = _UNSET
 
     # The loop thread
@@ -376,8 +383,16 @@ class ChannelsBackend(BasePubSubBackend):
             await asyncio.gather(receiver, return_exceptions=True)
 
     async def _receive_loop(self, layer, channel):
+        loop = asyncio.get_running_loop()
         while True:
-            message = await layer.receive(channel)
+            try:
+                message = await layer.receive(channel)
+            except _IDLE_TIMEOUTS:
+                # RedisChannelLayer's blocking pop can time out on a quiet
+                # channel; that is not a lost connection (the heartbeat
+                # tells those apart), so keep receiving.
+                continue
+            self._last_received = loop.time()
             kind = message.get("type")
             if kind == MESSAGE_TYPE:
                 try:
@@ -394,13 +409,24 @@ class ChannelsBackend(BasePubSubBackend):
         # A ping through the server proves both directions work; then renew
         # the memberships so the layer's group_expiry never removes them.
         layer, channel = self._layer, self._channel
+        loop = asyncio.get_running_loop()
         self._pong = asyncio.Event()
+        sent = loop.time()
         try:
             await asyncio.wait_for(layer.send(channel, {"type": PING_TYPE}),
                                    self.timeout)
-            await asyncio.wait_for(self._pong.wait(), self.timeout)
         except TimeoutError as exc:
-            raise _ListenerDown("no heartbeat within the timeout") from exc
+            raise _ListenerDown("the heartbeat could not be sent") from exc
+        while True:
+            try:
+                await asyncio.wait_for(self._pong.wait(), self.timeout)
+                break
+            except TimeoutError:
+                # A backlog can hold the ping up; messages still arriving
+                # prove the connection lives.
+                if self._last_received < sent or \
+                        loop.time() - self._last_received > self.timeout:
+                    raise _ListenerDown("no heartbeat within the timeout") from None
         for group in list(self._groups.values()):
             await asyncio.wait_for(layer.group_add(group, channel), self.timeout)
 
@@ -438,11 +464,16 @@ def _instance():
     return instance_id()
 
 
-def _after_fork(ref):
-    backend = ref()
-    if backend is None:
-        return
-    # Forget the parent's loop, thread and sockets without touching them.
-    backend._reset()
-    if backend._listening and backend._groups:
-        backend._ensure_listener()
+_backends = weakref.WeakSet()
+
+
+def _after_fork():
+    for backend in list(_backends):
+        # Forget the parent's loop, thread and sockets without touching
+        # them, and listen again with connections of our own.
+        backend._reset()
+        if backend._listening and backend._groups:
+            backend._ensure_listener()
+
+
+os.register_at_fork(after_in_child=_after_fork)
