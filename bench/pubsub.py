@@ -242,7 +242,7 @@ def main():
     import django
 
     django.setup()
-    n_lat, n_burst = (100, 1000) if args.quick else (300, 3000)
+    n_lat, n_burst = (100, 1000) if args.quick else (200, 2000)
     rows = [measure(mode, 1, n_lat, n_burst) for mode in
             ("raw", "layer", "ours", "layer-core", "ours-core")]
     rows += [measure("ours", k, n_lat, n_burst) for k in (4, 8)]
