@@ -44,3 +44,26 @@ def test_publish_does_not_need_a_listener(redis_url):
             assert a.pubsub.stats()["connected"] is False  # a never listened
         finally:
             a.stop(), b.stop()
+
+
+def test_subscribing_while_redis_is_down_joins_when_it_is_back(redis_server):
+    from tests.support.pubsub import channel_layers, wait_until
+
+    app_name = unique_app_name()
+    with override_settings(
+        CHANNEL_LAYERS=channel_layers(redis_server.url),
+        COORDINATION=channels_coordination(app_name, HEARTBEAT=0.3,
+                                           RETRY_DELAY=0.1, TIMEOUT=1),
+    ):
+        a, b = Node(app_name, "a"), Node(app_name, "b")
+        try:
+            redis_server.stop()
+            got = Recorder()
+            b.pubsub.subscribe("late", got)  # returns; the listener retries
+            redis_server.start()
+            wait_until(lambda: b.pubsub.stats()["connected"], what="listener up")
+            a.pubsub.publish("late", "hello")
+            assert got.wait_for(1) == ["hello"]
+            assert b.pubsub.stats()["reconnects"] == 1
+        finally:
+            a.stop(), b.stop()

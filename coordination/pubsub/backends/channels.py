@@ -160,6 +160,7 @@ class ChannelsBackend(BasePubSubBackend):
         self._connected = None  # asyncio.Event, set while connected
         self._pong = None
         self._last_received = 0.0
+        self._down = False  # the listener failed and is reconnecting
         self._direct = _UNSET
 
     # The loop thread
@@ -264,7 +265,14 @@ class ChannelsBackend(BasePubSubBackend):
             )
 
     async def _join(self, group):
-        await self._connected.wait()
+        # Wait for the first connection, but not for a reconnect: the
+        # listener joins every group when it is back, and start-up (every
+        # manage.py command subscribes the plugins) must not stall while
+        # Redis is away.
+        while not self._connected.is_set():
+            if self._down:
+                return
+            await asyncio.sleep(0.01)
         await self._layer.group_add(group, self._channel)
 
     def leave(self, channel):
@@ -322,12 +330,13 @@ class ChannelsBackend(BasePubSubBackend):
                         len(self._groups), _instance(),
                         extra={"action": "pubsub_reconnected"},
                     )
-                down_since, delay = None, self.retry_delay
+                down_since, delay, self._down = None, self.retry_delay, False
                 await self._session()
             except asyncio.CancelledError:
                 await self._disconnect()
                 raise
             except Exception:
+                self._down = True
                 if down_since is None:
                     down_since = time.monotonic()
                     listener_logger.warning(
