@@ -57,7 +57,9 @@ class Dispatcher:
             thread, self._thread = self._thread, None
         if thread is not None and thread.is_alive():
             self._queue.put(_STOP)
-            thread.join(timeout)
+            # A handler may stop the services; it cannot wait for itself.
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
     def _run(self):
         import asyncio
