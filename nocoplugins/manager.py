@@ -1,5 +1,6 @@
 """The plugin registry: discovery, start-up hooks, enabled state."""
 
+import functools
 import logging
 import threading
 
@@ -12,6 +13,10 @@ from coordination.exceptions import ConfigurationError, PluginNotFound
 from .discovery import plugin_class_for
 
 logger = logging.getLogger(__name__)
+
+# The sync channel on which instances announce enable/disable to each other.
+# A plugin may not take this name.
+STATE_CHANNEL = "nocoplugins:state"
 
 
 class PluginManager:
@@ -28,6 +33,7 @@ class PluginManager:
         self._loaded = False
         self._enabled = None  # name -> bool, read lazily
         self._state_lock = threading.RLock()
+        self._sync_handlers = {}  # plugin name -> its stable handler
 
     # Registry
 
@@ -48,6 +54,12 @@ class PluginManager:
                     f"plugin named {plugin.name!r}. Set a distinct `name` on "
                     "one of the Plugin classes."
                 )
+            if plugin.name == STATE_CHANNEL:
+                raise ConfigurationError(
+                    f"The plugin of app {app_config.label!r} is named "
+                    f"{STATE_CHANNEL!r}, a name nocoplugins keeps for itself. "
+                    "Set another `name` on the Plugin class."
+                )
             plugins[plugin.name] = plugin
         self._plugins = plugins
         self._loaded = True
@@ -55,6 +67,55 @@ class PluginManager:
             for plugin in plugins.values():
                 getattr(plugin, hook)()
         logger.debug("Loaded plugins %s", ", ".join(plugins) or "(none)")
+        self.wire()
+
+    # Cluster wiring
+
+    def wire(self):
+        """Subscribe every plugin to its sync channel, and this manager to
+        the plugin state announcements of other instances.
+
+        Called by :meth:`setup` and again when the services are rebuilt
+        (settings changed). It touches no database: whether a plugin is
+        enabled is read when its first message arrives.
+        """
+        sync = self.app.sync_message_manager
+        for plugin in self._plugins.values():
+            handler = self._sync_handlers.setdefault(
+                plugin.name, functools.partial(self._deliver, plugin.name)
+            )
+            sync.subscribe(plugin.name, handler)
+        sync.subscribe(STATE_CHANNEL, self._on_state_message)
+
+    def _deliver(self, name, message):
+        # A disabled plugin receives no sync messages.
+        if not self.is_enabled(name):
+            logger.debug(
+                "Sync message not delivered: plugin=%s is disabled instance=%s",
+                name, self.app.instance_id,
+                extra={"action": "plugin_sync_skipped", "plugin": name},
+            )
+            return
+        self._plugins[name].handle_sync_message(message)
+
+    def _on_state_message(self, message):
+        name = message.get("plugin") if isinstance(message, dict) else None
+        if name not in self._plugins:
+            logger.warning(
+                "Ignored a plugin state message for unknown plugin=%s "
+                "instance=%s", name, self.app.instance_id,
+                extra={"action": "plugin_state_unknown"},
+            )
+            return
+        # The database holds the truth (the message is sent after commit);
+        # forget the cached value so the next need reads it.
+        self.refresh(name)
+        logger.info(
+            "Plugin %s on instance %s plugin=%s instance=%s",
+            "enabled" if message.get("enabled") else "disabled",
+            message.get("by"), name, self.app.instance_id,
+            extra={"action": "plugin_state_applied", "plugin": name},
+        )
 
     def get(self, name):
         try:
@@ -151,7 +212,23 @@ class PluginManager:
                 self._enabled[name] = enabled
 
     def _announce(self, name, enabled, using):
-        """Tell the other instances; replaced by cluster delivery later."""
+        """Tell the other instances, after commit, to re-read the state.
+
+        They start or stop delivering the plugin's sync messages; they do
+        not run its enable/disable hooks, which ran here, once for the
+        cluster (see docs/pubsub.md).
+        """
+        message = {"plugin": name, "enabled": enabled, "by": self.app.instance_id}
+        try:
+            self.app.sync_message_manager.publish(STATE_CHANNEL, message, using=using)
+        except Exception:
+            # The change is committed; instances that missed the message
+            # see it after a restart or their next refresh().
+            logger.error(
+                "Could not announce plugin=%s enabled=%s instance=%s", name,
+                enabled, self.app.instance_id, exc_info=True,
+                extra={"action": "plugin_announce_failed", "plugin": name},
+            )
 
     # Installation
 

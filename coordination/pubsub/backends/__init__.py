@@ -1,0 +1,1 @@
+"""Pub/sub backends: the contract in ``base`` and one module per backend."""
