@@ -75,6 +75,13 @@ COORDINATION = {
     "LOCKS": {"BACKEND": "local"},
 }
 
+# Event queue: worker processes started by the queue tests get their backend
+# from this variable (JSON of the EVENT_QUEUE section).
+if env("COORDINATION_EVENT_QUEUE", default=""):
+    import json
+
+    COORDINATION["EVENT_QUEUE"] = json.loads(env("COORDINATION_EVENT_QUEUE"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

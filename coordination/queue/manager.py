@@ -291,17 +291,17 @@ class EventQueue:
         states = store.renew(self.owner, list(running), self.option("LEASE"))
         for event_id, context in running.items():
             state = states.get(event_id)
-            if state == store.RUNNING:
-                continue
+            if state == store.RUNNING or self._running.get(event_id) is not context:
+                continue  # still ours, or it finished while we looked
             if state == store.CANCELLED:
                 context.signal.abort(CANCELLED)
-            else:
-                keeper_logger.warning(
-                    "Lost the lease of event=%s (now %s) instance=%s; "
-                    "aborting it here", event_id, state, self.owner,
-                    extra={"action": "lease_lost"},
-                )
-                context.signal.abort(CANCELLED)
+                continue
+            keeper_logger.warning(
+                "Lost the lease of event=%s (now %s) instance=%s; aborting it "
+                "here", event_id, state, self.owner,
+                extra={"action": "lease_lost"},
+            )
+            context.signal.abort(CANCELLED)
 
     # Running events (called by the backends)
 

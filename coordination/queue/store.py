@@ -166,11 +166,12 @@ def cancel(event_id, using=None):
 
 
 def undispatched(horizon, stale_after, limit=500):
-    """Pending events due within ``horizon`` s that no message is out for.
+    """Events no broker message is out for; rows (id, run_after, sent, timeout).
 
-    That is: never sent (publisher died after commit, or a delay too long
-    to trust to the broker) or sent ``stale_after`` s ago and still pending
-    (message lost), or running with an expired lease (worker killed).
+    That is: pending and due within ``horizon`` s but never sent (publisher
+    died after commit, or a delay too long to trust to the broker) or sent
+    ``stale_after`` s ago (message lost); or running with a lease that
+    expired since the last send (the worker died).
     """
     now = timezone.now()
     due = Q(status=PENDING, run_after__lte=later(horizon)) & (
@@ -182,15 +183,16 @@ def undispatched(horizon, stale_after, limit=500):
     )
     return list(
         Event.objects.using(db_alias()).filter(due | lost)
-        .order_by("run_after", "id").values_list("id", "run_after")[:limit]
+        .order_by("run_after", "id")
+        .values_list("id", "run_after", "dispatched_at", "timeout")[:limit]
     )
 
 
-def mark_dispatched(ids, only_if_older=None):
-    """Stamp the broker send; with ``only_if_older`` claim the send first."""
-    qs = Event.objects.using(db_alias()).filter(id__in=ids)
-    if only_if_older is not None:
-        qs = qs.filter(
-            Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=only_if_older)
-        )
-    return qs.update(dispatched_at=timezone.now())
+def mark_sent(event_id, sent):
+    """Stamp a send if ``dispatched_at`` is still ``sent`` (compare and set)."""
+    qs = Event.objects.using(db_alias()).filter(pk=event_id)
+    if sent is None:
+        qs = qs.filter(dispatched_at__isnull=True)
+    else:
+        qs = qs.filter(dispatched_at=sent)
+    return qs.update(dispatched_at=timezone.now()) == 1
