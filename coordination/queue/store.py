@@ -60,6 +60,7 @@ def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
     if event_id is not None:
         where.append("id = %s")
         params.append(event_id)
+    columns = ", ".join(ops.quote_name(f.column) for f in Event._meta.concrete_fields)
     lock = ""
     if connection.features.has_select_for_update_skip_locked:
         lock = " FOR UPDATE SKIP LOCKED"
@@ -69,19 +70,15 @@ def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
         f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} AND "
         f"((status = %s AND run_after <= %s) OR (status = %s AND "
         f"lease_expires < %s AND attempts <= max_retries + %s)) "
-        f"ORDER BY run_after, id LIMIT %s{lock}) RETURNING id"
+        f"ORDER BY run_after, id LIMIT %s{lock}) RETURNING {columns}"
     )
     args = [
         RUNNING, owner, adapt(now + datetime.timedelta(seconds=lease)),
         adapt(now), *params, PENDING, adapt(now), RUNNING, adapt(now),
         max_lost, limit,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, args)
-        ids = [row[0] for row in cursor.fetchall()]
-    if not ids:
-        return []
-    rows = Event.objects.using(alias).filter(id__in=ids, lease_owner=owner)
+    # raw() turns the returned columns into Event objects (JSON decoded).
+    rows = list(Event.objects.using(alias).raw(sql, args))
     return sorted(rows, key=lambda e: (e.run_after, e.id))
 
 
