@@ -97,7 +97,7 @@ def wait(payload, context):
 
 
 HANDLERS = {
-    "npq-count": (count, 1), "npq-fail": (fail, 1), "npq-sleep": (sleep, 1),
+    "npq-count": (count, None), "npq-fail": (fail, 1), "npq-sleep": (sleep, 1),
     "npq-honour": (honour, 1), "npq-kill": (kill_me, 1),
     "npq-conc": (concurrent, 2), "npq-wait": (wait, 1),
 }
