@@ -27,4 +27,5 @@ class InstanceAdmin(admin.ModelAdmin):
 
 
 # Each service keeps its own module; importing registers it.
-from .locks import admin as locks_admin  # noqa: F401
+from .locks import admin as locks_admin  # noqa: E402, F401
+from .queue import admin as queue_admin  # noqa: E402, F401

@@ -42,4 +42,5 @@ class Instance(models.Model):
 
 
 # Each service keeps its own module; importing registers it.
-from .locks.models import LockRecord  # noqa: F401
+from .locks.models import LockRecord  # noqa: E402, F401
+from .queue.models import Event  # noqa: E402, F401

@@ -102,7 +102,8 @@ if REDIS_URL:
     )
 if CELERY_BROKER_URL:
     COORDINATION["EVENT_QUEUE"] = {
-        "BACKEND": "celery", "OPTIONS": {"QUEUE": "coordination"}
+        "BACKEND": "celery",
+        "OPTIONS": {"QUEUE": "coordination", "APP": "sampleproject.celery.app"},
     }
 
 AUTH_PASSWORD_VALIDATORS = []

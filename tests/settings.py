@@ -77,6 +77,13 @@ COORDINATION = {
     "HEARTBEAT": {"INTERVAL": env.float("COORDINATION_HEARTBEAT", default=0)},
 }
 
+# Event queue: worker processes started by the queue tests get their backend
+# from this variable (JSON of the EVENT_QUEUE section).
+if env("COORDINATION_EVENT_QUEUE", default=""):
+    import json
+
+    COORDINATION["EVENT_QUEUE"] = json.loads(env("COORDINATION_EVENT_QUEUE"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

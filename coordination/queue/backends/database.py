@@ -1,0 +1,182 @@
+"""The embedded default: worker threads in each process claim event rows.
+
+Each started process runs one fetcher thread and ``WORKERS`` worker threads.
+The fetcher claims as many due events as there are free workers (and free
+slots in each channel's ``concurrency``) and hands them over. A publish in
+this process wakes the fetcher at once; events published elsewhere are found
+by polling every ``POLL_INTERVAL`` seconds. Any instance can finish another
+instance's work, since the table is the queue.
+"""
+
+import logging
+import os
+import threading
+import time
+import queue as queue_module
+
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from .. import store
+from .base import COMMON_OPTIONS, BaseQueueBackend
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseBackend(BaseQueueBackend):
+    allowed_options = set(COMMON_OPTIONS) | {"WORKERS", "POLL_INTERVAL"}
+    defaults = {**COMMON_OPTIONS, "WORKERS": 4, "POLL_INTERVAL": 1.0}
+    number_options = BaseQueueBackend.number_options + ("POLL_INTERVAL",)
+
+    @classmethod
+    def validate_options(cls, options):
+        errors = super().validate_options(options)
+        workers = options.get("WORKERS", 4)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            errors.append(
+                f'COORDINATION["EVENT_QUEUE"]["OPTIONS"]["WORKERS"] is '
+                f"{workers!r}; it must be an int >= 1 (threads per process)."
+            )
+        return errors
+
+    def __init__(self, queue, options):
+        super().__init__(queue, options)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._fetcher = None
+        self._pid = None
+        self._pool = None
+        self._jobs = None
+        self._busy = 0
+        self._due = None  # monotonic time of the next known delayed event
+
+    def start(self):
+        with self._lock:
+            if (self._fetcher is not None and self._fetcher.is_alive()
+                    and self._pid == os.getpid()):
+                return
+            self._pid = os.getpid()
+            self._stopping.clear()
+            self._busy = 0
+            self._jobs = queue_module.SimpleQueue()
+            self._pool = [
+                threading.Thread(target=self._work, name=f"coordination-event-{n}",
+                                 daemon=True)
+                for n in range(self.options["WORKERS"])
+            ]
+            for thread in self._pool:
+                thread.start()
+            self._fetcher = threading.Thread(
+                target=self._loop, name="coordination-event-fetcher", daemon=True
+            )
+            self._fetcher.start()
+        logger.debug("Started workers=%s instance=%s", self.options["WORKERS"],
+                     self.queue.owner, extra={"action": "start"})
+
+    def stop(self):
+        with self._lock:
+            fetcher, pool = self._fetcher, self._pool
+            self._fetcher = self._pool = None
+            self._stopping.set()
+            self._wake.set()
+        if fetcher is not None and fetcher.is_alive():
+            fetcher.join(30)
+        for _ in pool or ():
+            self._jobs.put(None)
+        for thread in pool or ():
+            thread.join()
+
+    def dispatch(self, event):
+        delay = (event.run_after - timezone.now()).total_seconds()
+        if delay > 0:
+            due = time.monotonic() + delay
+            with self._lock:
+                if self._due is None or due < self._due:
+                    self._due = due
+        self._wake.set()
+
+    def _loop(self):
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.wait(self._next_wait(failures))
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self._fill()
+                failures = 0
+            except Exception:
+                failures += 1
+                logger.exception(
+                    "Claiming events failed instance=%s; backing off",
+                    self.queue.owner, extra={"action": "claim"},
+                )
+            finally:
+                close_old_connections()
+        connections.close_all()
+
+    def _next_wait(self, failures):
+        if failures:
+            return min(self.options["POLL_INTERVAL"] * 2 ** failures, 30)
+        wait = self.options["POLL_INTERVAL"]
+        with self._lock:
+            if self._due is not None:
+                left = self._due - time.monotonic()
+                if left <= 0:
+                    self._due = None
+                    return 0
+                wait = min(wait, left)
+        return wait
+
+    def _fill(self):
+        """Claim events while workers and channel slots are free."""
+        lease, max_lost = self.options["LEASE"], self.options["MAX_LOST"]
+        while not self._stopping.is_set():
+            claimed = 0
+            for sub in list(self.queue._subscriptions.values()):
+                free = self.options["WORKERS"] - self._busy
+                if free <= 0:
+                    return
+                if not sub.accepts_work():
+                    continue
+                wanted = sub.reserve(free)
+                if not wanted:
+                    continue
+                try:
+                    rows = store.claim(self.queue.owner, lease, channel=sub.channel,
+                                       limit=wanted, max_lost=max_lost)
+                except Exception:
+                    sub.release(wanted)
+                    raise
+                if len(rows) < wanted:
+                    sub.release(wanted - len(rows))
+                for row in rows:
+                    with self._lock:
+                        self._busy += 1
+                    self._jobs.put((row, sub))
+                claimed += len(rows)
+            if not claimed:
+                return
+
+    def _work(self):
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            self._run(*job)
+        connections.close_all()
+
+    def _run(self, event, sub):
+        try:
+            self.queue.execute(event, sub)
+        except Exception:
+            logger.exception(
+                "Recording the outcome failed event=%s channel=%s; the lease "
+                "will expire and it runs again", event.pk, event.channel,
+                extra={"action": "run"},
+            )
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self._wake.set()

@@ -1,0 +1,195 @@
+"""Every read and write of event rows that must be atomic.
+
+Claiming is one ``UPDATE ... WHERE id IN (SELECT ...) RETURNING id``: on
+PostgreSQL the inner select takes ``FOR UPDATE SKIP LOCKED``, so concurrent
+claimers pass over each other's rows instead of waiting; on SQLite the
+statement holds the database write lock, which serialises it. Every later
+write is conditional on the claim (status, owner and attempt number), so a
+runner that lost its lease can no longer change the row.
+"""
+
+import datetime
+import random
+
+from django.db import connections, router
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .models import Event
+
+RUNNING = Event.Status.RUNNING
+PENDING = Event.Status.PENDING
+FAILED = Event.Status.FAILED
+CANCELLED = Event.Status.CANCELLED
+SUCCEEDED = Event.Status.SUCCEEDED
+
+
+def db_alias(write=True):
+    if write:
+        return router.db_for_write(Event)
+    return router.db_for_read(Event)
+
+
+def later(seconds):
+    return timezone.now() + datetime.timedelta(seconds=seconds)
+
+
+def backoff(attempt, base, cap):
+    """Delay before retry number ``attempt`` (1, 2, ...): doubling, jittered."""
+    delay = min(base * 2 ** (attempt - 1), cap)
+    return min(delay * random.uniform(0.75, 1.25), cap)
+
+
+def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
+    """Take up to ``limit`` runnable events; return their rows.
+
+    Runnable: pending and due, or running with an expired lease (its runner
+    died) and fewer than ``max_lost`` extra tries used. Exactly one of
+    ``channel`` and ``event_id`` narrows the search.
+    """
+    alias = db_alias()
+    connection = connections[alias]
+    ops = connection.ops
+    table = ops.quote_name(Event._meta.db_table)
+    now = timezone.now()
+    adapt = ops.adapt_datetimefield_value
+    where, params = [], []
+    if channel is not None:
+        where.append("channel = %s")
+        params.append(channel)
+    if event_id is not None:
+        where.append("id = %s")
+        params.append(event_id)
+    columns = ", ".join(ops.quote_name(f.column) for f in Event._meta.concrete_fields)
+    lock = ""
+    if connection.features.has_select_for_update_skip_locked:
+        lock = " FOR UPDATE SKIP LOCKED"
+    sql = (
+        f"UPDATE {table} SET status = %s, attempts = attempts + 1, "
+        f"lease_owner = %s, lease_expires = %s, started = %s "
+        f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} AND "
+        f"((status = %s AND run_after <= %s) OR (status = %s AND "
+        f"lease_expires < %s AND attempts <= max_retries + %s)) "
+        f"ORDER BY run_after, id LIMIT %s{lock}) RETURNING {columns}"
+    )
+    args = [
+        RUNNING, owner, adapt(now + datetime.timedelta(seconds=lease)),
+        adapt(now), *params, PENDING, adapt(now), RUNNING, adapt(now),
+        max_lost, limit,
+    ]
+    # raw() turns the returned columns into Event objects (JSON decoded).
+    rows = list(Event.objects.using(alias).raw(sql, args))
+    return sorted(rows, key=lambda e: (e.run_after, e.id))
+
+
+def _mine(event):
+    return Event.objects.using(db_alias()).filter(
+        id=event.id, status=RUNNING, lease_owner=event.lease_owner,
+        attempts=event.attempts,
+    )
+
+
+def succeed(event):
+    return _mine(event).update(
+        status=SUCCEEDED, finished=timezone.now(), lease_owner="",
+        lease_expires=None,
+    ) == 1
+
+
+def fail(event, error, *, timed_out, delay, dispatched):
+    """Record a failed attempt: pending again after ``delay``, or failed.
+
+    ``delay`` None means no retries are left. Returns the new status, or
+    None when the row was no longer ours (cancelled meanwhile, or taken over
+    after our lease expired).
+    """
+    fields = dict(last_error=error, timed_out=timed_out, lease_owner="",
+                  lease_expires=None)
+    if delay is not None:
+        status = PENDING
+        fields.update(status=status, run_after=later(delay),
+                      dispatched_at=timezone.now() if dispatched else None)
+    else:
+        status = FAILED
+        fields.update(status=status, finished=timezone.now())
+    if _mine(event).update(**fields) != 1:
+        return None
+    event.status = status
+    event.run_after = fields.get("run_after", event.run_after)
+    return status
+
+
+def renew(owner, ids, lease):
+    """Extend our leases; return {id: status} of the rows as they are now."""
+    alias = db_alias()
+    Event.objects.using(alias).filter(
+        id__in=ids, status=RUNNING, lease_owner=owner
+    ).update(lease_expires=later(lease))
+    rows = Event.objects.using(alias).filter(id__in=ids)
+    return {
+        pk: (status if owner_ == owner or status != RUNNING else "lost")
+        for pk, status, owner_ in rows.values_list("id", "status", "lease_owner")
+    }
+
+
+def give_up_lost(max_lost):
+    """Fail running events whose lease expired too many times."""
+    now = timezone.now()
+    return Event.objects.using(db_alias()).filter(
+        status=RUNNING, lease_expires__lt=now,
+        attempts__gt=F("max_retries") + max_lost,
+    ).update(
+        status=FAILED, finished=now, lease_owner="", lease_expires=None,
+        last_error="The worker running this event was lost (killed or "
+        "stalled past its lease) on every try.",
+    )
+
+
+def retry(event_id, using=None):
+    return Event.objects.using(using or db_alias()).filter(
+        id=event_id, status__in=(FAILED, CANCELLED)
+    ).update(
+        status=PENDING, attempts=0, run_after=timezone.now(), finished=None,
+        timed_out=False, lease_owner="", lease_expires=None, dispatched_at=None,
+    ) == 1
+
+
+def cancel(event_id, using=None):
+    return Event.objects.using(using or db_alias()).filter(
+        id=event_id, status__in=(PENDING, RUNNING)
+    ).update(
+        status=CANCELLED, finished=timezone.now(), lease_expires=None,
+    ) == 1
+
+
+def undispatched(horizon, stale_after, limit=500):
+    """Events no broker message is out for; rows (id, run_after, sent, timeout).
+
+    That is: pending and due within ``horizon`` s but never sent (publisher
+    died after commit, or a delay too long to trust to the broker) or sent
+    ``stale_after`` s ago (message lost); or running with a lease that
+    expired since the last send (the worker died).
+    """
+    now = timezone.now()
+    due = Q(status=PENDING, run_after__lte=later(horizon)) & (
+        Q(dispatched_at__isnull=True)
+        | Q(dispatched_at__lt=now - datetime.timedelta(seconds=stale_after))
+    )
+    lost = Q(status=RUNNING, lease_expires__lt=now) & (
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=F("lease_expires"))
+    )
+    return list(
+        Event.objects.using(db_alias()).filter(due | lost)
+        .order_by("run_after", "id")
+        .values_list("id", "run_after", "dispatched_at", "timeout")[:limit]
+    )
+
+
+def mark_sent(event_id, sent):
+    """Stamp a send if ``dispatched_at`` is still ``sent`` (compare and set)."""
+    qs = Event.objects.using(db_alias()).filter(pk=event_id)
+    if sent is None:
+        qs = qs.filter(dispatched_at__isnull=True)
+    else:
+        qs = qs.filter(dispatched_at=sent)
+    return qs.update(dispatched_at=timezone.now()) == 1
