@@ -11,7 +11,7 @@ class NotesPlugin(Plugin):
         # Start-up hooks must not touch the database. Creating a cache does
         # not touch its store either, so the plugin's cache is made here.
         self.cache = self.app.cache_manager.create_cache("notes", ttl=30)
-        self.logger.info("notes plugin loaded on instance=%s", self.app.instance_id)
+        self.logger.debug("notes plugin loaded on instance=%s", self.app.instance_id)
 
     def latest_notes(self):
         """The newest notes' texts, read from the database at most every 30 s.
