@@ -12,6 +12,7 @@ CELERY_* Django setting configures the app. Only JSON is accepted.
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sampleproject.settings")
 
@@ -28,3 +29,12 @@ app.conf.update(
     task_reject_on_worker_lost=True,
 )
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def _start_instance(**kwargs):
+    # Each prefork child is an instance of its own: start its listeners and
+    # heartbeat after the fork, never sharing the parent's connections.
+    from nocoplugins import app as plugins_app
+
+    plugins_app.start()
