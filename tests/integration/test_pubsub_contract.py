@@ -215,3 +215,15 @@ def test_stop_keeps_subscriptions_and_start_resumes(cluster):
         wait_until(lambda: b.pubsub.stats()["connected"], what="listener back")
     a.pubsub.publish("ch", 2)
     assert got.wait_for(2) == [1, 2]
+
+
+def test_apublish_from_async_code(cluster):
+    a, b = cluster(2)
+    got = Recorder()
+    b.pubsub.subscribe("ch", got)
+
+    async def view():
+        await a.pubsub.apublish("ch", {"from": "async"})
+
+    asyncio.run(view())
+    assert got.wait_for(1) == [{"from": "async"}]
