@@ -30,7 +30,10 @@ def instance_kind():
     """A short word for what this process is: web, worker or a command."""
     argv = sys.argv or [""]
     program = os.path.basename(argv[0])
-    if "celery" in program or "celery" in argv[1:2]:
+    if program == "__main__.py":
+        # python -m package: name the package (celery, gunicorn, ...).
+        program = os.path.basename(os.path.dirname(argv[0]))
+    if program.startswith("celery"):
         return "worker"
     if program in ("manage.py", "django-admin") and len(argv) > 1:
         return "web" if argv[1] in ("runserver", "runworker") else argv[1]

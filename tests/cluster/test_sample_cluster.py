@@ -29,8 +29,9 @@ def sample_database_url(tmp_path):
     if engine.endswith("postgresql"):
         sd = settings.DATABASES["default"]
         name = f"nocoplugins_sample_{uuid.uuid4().hex[:8]}"
-        url = (f"postgres://{sd.get('USER') or 'postgres'}@{sd.get('HOST') or "
-               f"'127.0.0.1'}:{sd.get('PORT') or 5432}/{name}")
+        user = sd.get("USER") or "postgres"
+        host = sd.get("HOST") or "127.0.0.1"
+        url = f"postgres://{user}@{host}:{sd.get('PORT') or 5432}/{name}"
         return url, name
     return f"sqlite:///{tmp_path / 'sample.sqlite3'}", None
 

@@ -47,3 +47,15 @@ def test_bad_interval_is_a_check_error():
 
     (error,) = _check_heartbeat()
     assert "HEARTBEAT" in error.msg
+
+
+@pytest.mark.parametrize("argv, kind", [
+    (["/venv/lib/python3.12/site-packages/celery/__main__.py", "-A", "x", "worker"], "worker"),
+    (["/venv/bin/celery", "-A", "x", "worker"], "worker"),
+    (["manage.py", "runserver", "--noreload"], "web"),
+    (["manage.py", "migrate"], "migrate"),
+    (["/venv/bin/gunicorn", "x.wsgi"], "web"),
+])
+def test_instance_kind_names_what_the_process_is(monkeypatch, argv, kind):
+    monkeypatch.setattr("sys.argv", argv)
+    assert heartbeat.instance_kind() == kind
