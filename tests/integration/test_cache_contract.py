@@ -350,7 +350,7 @@ def test_awrap_runs_an_async_function_once_for_concurrent_tasks(cache):
 
     async def compute():
         calls.append(1)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
         return ["value"]
 
     async def scenario():
