@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
+import threading
 import time
 import weakref
 from datetime import datetime, timezone
@@ -225,6 +227,9 @@ class RedisBackend(BaseLockBackend):
         self.url = self.options["URL"]
         self.poll_interval = float(self.options.get("POLL_INTERVAL", 0.5))
         self.client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
+        self._local = threading.local()
+        self._opened: list = []
+        self._opened_lock = threading.Lock()
         self._shas = {name: hashlib.sha1(text.encode()).hexdigest()
                       for name, text in SCRIPTS.items()}
         self._async = weakref.WeakKeyDictionary()
@@ -253,8 +258,7 @@ class RedisBackend(BaseLockBackend):
         connection directly. Error replies come back as exceptions in the
         list; a broken connection is dropped and the error raised.
         """
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        conn = self._connection()
         try:
             if len(commands) == 1:
                 conn.send_command(*commands[0])
@@ -268,10 +272,23 @@ class RedisBackend(BaseLockBackend):
                     replies.append(exc)
             return replies
         except BaseException:
+            # Unread replies would confuse the next command: start afresh
+            # (the connection reconnects on its next use).
             conn.disconnect()
             raise
-        finally:
-            pool.release(conn)
+
+    def _connection(self):
+        # One connection per thread, kept: cheaper than a pool checkout on
+        # every command, and a thread blocked in BLPOP holds only its own.
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            pool = self.client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            local.conn, local.pid = conn, os.getpid()
+            with self._opened_lock:
+                self._opened.append((conn, os.getpid()))
+        return conn
 
     def _script(self, name, keys, args):
         """EVALSHA the named script, loading it if the server lost it."""
@@ -285,6 +302,13 @@ class RedisBackend(BaseLockBackend):
         return reply
 
     def close(self):
+        with self._opened_lock:
+            # A forked child must not close its parent's sockets.
+            opened = [c for c, pid in self._opened if pid == os.getpid()]
+            self._opened = []
+        for conn in opened:
+            conn.disconnect()
+        self._local = threading.local()
         self.client.close()
         self.client = self._redis.Redis.from_url(self.url, socket_connect_timeout=5)
 
