@@ -315,14 +315,12 @@ def main():
         medians[name] = statistics.median(samples)
         print(f"{name:40} {len(samples):7d} {ms(medians[name]):>10} "
               f"{ms(statistics.fmean(samples)):>9}")
-    print(f"   ours redis / redis-py Lock: "
-          f"{medians['ours redis'] / medians['redis-py Lock']:.2f}x")
-    print(f"   ours database pg / pg_advisory_lock: "
-          f"{medians['ours database pg'] / medians['pg_advisory_lock']:.2f}x")
-    print(f"   ours database pg SYNCHRONOUS_COMMIT / pg_advisory_lock: "
-          f"{medians['ours database pg SYNCHRONOUS_COMMIT'] / medians['pg_advisory_lock']:.2f}x")
-    print(f"   INSERT+DELETE durable / pg_advisory_lock: "
-          f"{medians['INSERT+DELETE durable (pg)'] / medians['pg_advisory_lock']:.2f}x\n")
+    for ours, raw in (("ours redis", "redis-py Lock"),
+                      ("ours database pg", "pg_advisory_lock"),
+                      ("ours database pg SYNCHRONOUS_COMMIT", "pg_advisory_lock"),
+                      ("INSERT+DELETE durable (pg)", "pg_advisory_lock")):
+        print(f"   {ours} / {raw}: {medians[ours] / medians[raw]:.2f}x")
+    print()
 
     count = 50 if QUICK else 200
     print(f"2. contended: 4 processes x {count} increments on one key")

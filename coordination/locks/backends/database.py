@@ -70,7 +70,7 @@ class DatabaseBackend(BaseLockBackend):
         self._opened = []
         self._opened_lock = threading.Lock()
 
-    # -- connection ------------------------------------------------------------
+    # -- connection -----------------------------------------------------------
 
     def _connection(self):
         local = self._local
@@ -165,7 +165,7 @@ class DatabaseBackend(BaseLockBackend):
         for conn in opened:
             self._close(conn)
 
-    # -- SQL per vendor ------------------------------------------------------
+    # -- SQL per vendor -------------------------------------------------------
 
     def _sql(self, conn):
         statements = self._statements.get(conn.vendor)
@@ -183,7 +183,7 @@ class DatabaseBackend(BaseLockBackend):
         return (adapt(now), adapt(now + timedelta(seconds=ttl)),
                 time.time_ns() // 1000)
 
-    # -- operations ------------------------------------------------------------
+    # -- operations -----------------------------------------------------------
 
     def try_acquire_once(self, key, owner_token, ttl, owner):
         owner_json = self.owner_json(owner)

@@ -248,7 +248,7 @@ class RedisBackend(BaseLockBackend):
         return {name: client.register_script(text)
                 for name, text in SCRIPTS.items()}
 
-    # -- commands --------------------------------------------------------------
+    # -- commands -------------------------------------------------------------
 
     def _execute(self, *commands):
         """Send ``commands`` on one pooled connection and read every reply.
@@ -312,7 +312,7 @@ class RedisBackend(BaseLockBackend):
         self.client.close()
         self.client = self._redis.Redis.from_url(self.url, socket_connect_timeout=5)
 
-    # -- key names -----------------------------------------------------------
+    # -- key names ------------------------------------------------------------
 
     def _keys(self, key):
         base = f"{self._tag}{key}}}"
@@ -367,7 +367,7 @@ class RedisBackend(BaseLockBackend):
             wait = min(wait, deadline - time.monotonic())
         return max(wait, 0.001)
 
-    # -- sync operations -------------------------------------------------------
+    # -- sync operations ------------------------------------------------------
 
     def _all_keys(self, key, owner_token):
         return self._keys(key) + [self._wake_prefix(key) + owner_token,
@@ -413,9 +413,8 @@ class RedisBackend(BaseLockBackend):
                     registered_at = started if registered else None
                     backoff = 0.05
                     continue
-                fence = self._answer(self._script(
-                    "acquire", keys, self._acquire_args(owner_token, ttl, owner, wait != 0)),
-                    key, ttl)
+                args = self._acquire_args(owner_token, ttl, owner, wait != 0)
+                fence = self._answer(self._script("acquire", keys, args), key, ttl)
                 self._note_busy(key, fence is None)
                 if fence is not None:
                     return fence, started
@@ -528,7 +527,7 @@ class RedisBackend(BaseLockBackend):
             rows.append(_row(key, fields, pttl))
         return sorted(rows, key=lambda r: r["key"])
 
-    # -- async operations ------------------------------------------------------
+    # -- async operations -----------------------------------------------------
 
     def _aclient(self):
         loop = asyncio.get_running_loop()
