@@ -227,14 +227,31 @@ class LockManager:
     # -- backend calls used by Lock and the renewer ---------------------------
 
     def _backend_release(self, lock):
-        released = self.backend.release(lock.key, lock._owner_token)
+        try:
+            released = self.backend.release(lock.key, lock._owner_token)
+        except Exception:
+            return self._release_failed(lock)
         self._log_release(lock, released)
         return released
 
     async def _abackend_release(self, lock):
-        released = await self.backend.arelease(lock.key, lock._owner_token)
+        try:
+            released = await self.backend.arelease(lock.key, lock._owner_token)
+        except Exception:
+            return self._release_failed(lock)
         self._log_release(lock, released)
         return released
+
+    @staticmethod
+    def _release_failed(lock):
+        # Raising here would mask the result or error of the code that held
+        # the lock (``with`` exit); the lease ends by itself at its ttl.
+        logger.warning(
+            "Could not release lock=%s token=%s owner=%s; it stays busy until "
+            "its lease ends", lock.key, lock.token, lock.owner, exc_info=True,
+            extra={"action": "lock_release_error", "lock": lock.key},
+        )
+        return False
 
     @staticmethod
     def _log_release(lock, released):
