@@ -13,6 +13,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from ...names import dumps
+
 
 class BaseLockBackend:
     """Base class of lock backends.
@@ -45,8 +47,21 @@ class BaseLockBackend:
     def __init__(self, namespace: str, options: dict[str, Any] | None = None):
         self.namespace = namespace
         self.options = dict(options or {})
+        self._owner_json: dict[int, tuple[dict, str]] = {}
 
-    # -- storage operations -------------------------------------------------
+    def owner_json(self, owner: dict) -> str:
+        """``owner`` as JSON. The manager hands the same dict to every lock
+        of a call site, so the text is remembered per dict."""
+        cached = self._owner_json.get(id(owner))
+        if cached is not None and cached[0] is owner:
+            return cached[1]
+        text = dumps(owner, what="lock owner")
+        if len(self._owner_json) > 1024:
+            self._owner_json.clear()
+        self._owner_json[id(owner)] = (owner, text)
+        return text
+
+    # -- storage operations ---------------------------------------------------
 
     def try_acquire_once(
         self, key: str, owner_token: str, ttl: float, owner: dict

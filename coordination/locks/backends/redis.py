@@ -25,15 +25,18 @@ lost, as long as the server clock does not go back.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import secrets
+import threading
 import time
 import weakref
 from datetime import datetime, timezone
 from typing import Any
 
 from ...exceptions import ConfigurationError
-from ...names import dumps, loads
+from ...names import loads
 from .base import BaseLockBackend
 
 logger = logging.getLogger(__name__)
@@ -95,7 +98,7 @@ end
 # KEYS: 1-4 as above, 5 this waiter's wake list, 6 the namespace's boot
 # marker. ARGV: owner token, ttl ms, owner JSON, register (0/1),
 # registration ms, the boot marker the caller knows ('' for none), a new
-# marker to set when there is none.
+# marker to set when there is none, push the grant to the wake list (0/1).
 # Returns {fence, boot}: fence '' when busy, '!' when the marker changed
 # (Redis lost its data since the caller last talked to it).
 ACQUIRE = _COMMON + """
@@ -105,20 +108,28 @@ if not boot then
   redis.call('SET', KEYS[6], boot)
 end
 if ARGV[6] ~= '' and ARGV[6] ~= boot then return {'!', boot} end
+-- With ARGV[8] = '1' the caller BLPOPs its wake list in the same pipeline,
+-- so a grant is also pushed there.
+local function granted(fence)
+  redis.call('DEL', KEYS[5])
+  if ARGV[8] == '1' then
+    redis.call('RPUSH', KEYS[5], fence)
+    redis.call('PEXPIRE', KEYS[5], 60000)
+  end
+  return {fence, boot}
+end
 local token = ARGV[1]
 local holder = redis.call('HGET', KEYS[1], 'token')
 if holder == token then
   -- Handed over while we were not listening.
   leave(token)
-  redis.call('DEL', KEYS[5])
-  return {redis.call('HGET', KEYS[1], 'fence'), boot}
+  return granted(redis.call('HGET', KEYS[1], 'fence'))
 end
 if not holder then
   local first = head()
   if not first or first == token then
     if first then leave(token) end
-    redis.call('DEL', KEYS[5])
-    return {grant(token, tonumber(ARGV[2]), ARGV[3]), boot}
+    return granted(grant(token, tonumber(ARGV[2]), ARGV[3]))
   end
 end
 if ARGV[4] == '1' then
@@ -163,6 +174,10 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+
+
+SCRIPTS = {"acquire": ACQUIRE, "leave": LEAVE, "release": RELEASE,
+           "extend": EXTEND}
 
 
 def _ms(seconds):
@@ -212,26 +227,92 @@ class RedisBackend(BaseLockBackend):
         self.url = self.options["URL"]
         self.poll_interval = float(self.options.get("POLL_INTERVAL", 0.5))
         self.client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
-        self._scripts = self._register(self.client)
+        self._local = threading.local()
+        self._opened: list = []
+        self._opened_lock = threading.Lock()
+        self._shas = {name: hashlib.sha1(text.encode()).hexdigest()
+                      for name, text in SCRIPTS.items()}
         self._async = weakref.WeakKeyDictionary()
         self._tag = f"{PREFIX}{{{namespace}:"
         self._boot_key = f"coordination:lock-boot:{namespace}"
         # The boot marker last seen; a change means Redis lost its data.
         self._boot = ""
+        self._new_boot = secrets.token_hex(8)
+        self._registration_ms = _ms(self.poll_interval * 4)
         self._quarantine_until = 0.0
+        # Keys that were busy at this process's last attempt.
+        self._busy: dict[str, bool] = {}
 
-    def _register(self, client):
-        return {name: client.register_script(text) for name, text in (
-            ("acquire", ACQUIRE), ("leave", LEAVE), ("release", RELEASE),
-            ("extend", EXTEND),
-        )}
+    @staticmethod
+    def _register(client):
+        return {name: client.register_script(text)
+                for name, text in SCRIPTS.items()}
+
+    # -- commands -------------------------------------------------------------
+
+    def _execute(self, *commands):
+        """Send ``commands`` on one pooled connection and read every reply.
+
+        The client's own command path costs about twice the CPU of a round
+        trip on loopback; locks are on the hot path, so they talk to the
+        connection directly. Error replies come back as exceptions in the
+        list; a broken connection is dropped and the error raised.
+        """
+        conn = self._connection()
+        try:
+            if len(commands) == 1:
+                conn.send_command(*commands[0])
+            else:
+                conn.send_packed_command(conn.pack_commands(commands))
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except self._redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            # Unread replies would confuse the next command: start afresh
+            # (the connection reconnects on its next use).
+            conn.disconnect()
+            raise
+
+    def _connection(self):
+        # One connection per thread, kept: cheaper than a pool checkout on
+        # every command, and a thread blocked in BLPOP holds only its own.
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            pool = self.client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            local.conn, local.pid = conn, os.getpid()
+            with self._opened_lock:
+                self._opened.append((conn, os.getpid()))
+        return conn
+
+    def _script(self, name, keys, args):
+        """EVALSHA the named script, loading it if the server lost it."""
+        command = ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+        (reply,) = self._execute(command)
+        if isinstance(reply, self._redis.exceptions.NoScriptError):
+            self._execute(("SCRIPT", "LOAD", SCRIPTS[name]))
+            (reply,) = self._execute(command)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     def close(self):
+        with self._opened_lock:
+            # A forked child must not close its parent's sockets.
+            opened = [c for c, pid in self._opened if pid == os.getpid()]
+            self._opened = []
+        for conn in opened:
+            conn.disconnect()
+        self._local = threading.local()
         self.client.close()
         self.client = self._redis.Redis.from_url(self.url, socket_connect_timeout=5)
-        self._scripts = self._register(self.client)
 
-    # -- key names -----------------------------------------------------------
+    # -- key names ------------------------------------------------------------
 
     def _keys(self, key):
         base = f"{self._tag}{key}}}"
@@ -240,10 +321,10 @@ class RedisBackend(BaseLockBackend):
     def _wake_prefix(self, key):
         return f"{self._tag}{key}}}:w:"
 
-    def _acquire_args(self, owner_token, ttl, owner, register):
-        return [owner_token, _ms(ttl), dumps(owner, what="lock owner"),
-                1 if register else 0, _ms(self.poll_interval * 4),
-                self._boot, secrets.token_hex(8)]
+    def _acquire_args(self, owner_token, ttl, owner, register, push=False):
+        return [owner_token, _ms(ttl), self.owner_json(owner),
+                1 if register else 0, self._registration_ms,
+                self._boot, self._new_boot, 1 if push else 0]
 
     def _answer(self, reply, key, ttl):
         """The fencing number in an ACQUIRE reply, or None.
@@ -262,10 +343,17 @@ class RedisBackend(BaseLockBackend):
                 "granted here", key, self.namespace, ttl,
                 extra={"action": "lock_redis_reset", "lock": key},
             )
-            self._boot = boot
+            self._adopt(boot)
             return None
-        self._boot = boot
+        if boot != self._boot:
+            self._adopt(boot)
         return int(fence) if fence else None
+
+    def _adopt(self, boot):
+        self._boot = boot
+        # A marker this process proposed was taken: propose a fresh one for
+        # the next reset, so that it is told apart from this one.
+        self._new_boot = secrets.token_hex(8)
 
     def _quarantined(self):
         return time.monotonic() < self._quarantine_until
@@ -279,7 +367,7 @@ class RedisBackend(BaseLockBackend):
             wait = min(wait, deadline - time.monotonic())
         return max(wait, 0.001)
 
-    # -- sync operations -------------------------------------------------------
+    # -- sync operations ------------------------------------------------------
 
     def _all_keys(self, key, owner_token):
         return self._keys(key) + [self._wake_prefix(key) + owner_token,
@@ -288,8 +376,8 @@ class RedisBackend(BaseLockBackend):
     def try_acquire_once(self, key, owner_token, ttl, owner):
         if self._quarantined():
             return None
-        reply = self._scripts["acquire"](
-            self._all_keys(key, owner_token),
+        reply = self._script(
+            "acquire", self._all_keys(key, owner_token),
             self._acquire_args(owner_token, ttl, owner, False))
         return self._answer(reply, key, ttl)
 
@@ -303,7 +391,10 @@ class RedisBackend(BaseLockBackend):
             try:
                 if registered_at is not None:
                     # Woken by a release that handed the lease to us.
-                    got = self.client.blpop([wake], self._slice(ttl, deadline))
+                    (got,) = self._execute(
+                        ("BLPOP", wake, self._slice(ttl, deadline)))
+                    if isinstance(got, Exception):
+                        raise got
                     if got is not None:
                         return int(got[1]), registered_at
                     if deadline is not None and time.monotonic() >= deadline:
@@ -313,9 +404,18 @@ class RedisBackend(BaseLockBackend):
                         return None
                     continue
                 started = time.monotonic()
-                fence = self._answer(self._scripts["acquire"](
-                    keys, self._acquire_args(owner_token, ttl, owner, wait != 0)),
-                    key, ttl)
+                if wait != 0 and registered_at is None and self._busy.get(key):
+                    # Busy last time: register and block in one round trip.
+                    fence, registered = self._register_and_wait(
+                        key, keys, owner_token, ttl, owner, deadline)
+                    if fence is not None:
+                        return fence, started
+                    registered_at = started if registered else None
+                    backoff = 0.05
+                    continue
+                args = self._acquire_args(owner_token, ttl, owner, wait != 0)
+                fence = self._answer(self._script("acquire", keys, args), key, ttl)
+                self._note_busy(key, fence is None)
                 if fence is not None:
                     return fence, started
                 if wait == 0:
@@ -329,6 +429,39 @@ class RedisBackend(BaseLockBackend):
                 if backoff is None:
                     return None
 
+    def _note_busy(self, key, busy):
+        if busy != self._busy.get(key, False):
+            if len(self._busy) > 10000:
+                self._busy.clear()
+            self._busy[key] = busy
+
+    def _register_and_wait(self, key, keys, owner_token, ttl, owner, deadline):
+        """ACQUIRE (pushing a grant to our wake list) and BLPOP, pipelined.
+
+        Returns (fence or None, whether we are registered as a waiter).
+        """
+        args = self._acquire_args(owner_token, ttl, owner, True, push=True)
+        reply, got = self._execute(
+            ("EVALSHA", self._shas["acquire"], len(keys), *keys, *args),
+            ("BLPOP", keys[4], self._slice(ttl, deadline)))
+        if isinstance(reply, self._redis.exceptions.NoScriptError):
+            # Redis restarted and forgot the script; the plain call loads it.
+            self._busy.pop(key, None)
+            return None, False
+        if isinstance(reply, Exception):
+            raise reply
+        fence = self._answer(reply, key, ttl)
+        if fence is not None:
+            # Granted at once (the BLPOP popped the pushed copy).
+            self._note_busy(key, False)
+            return fence, False
+        if isinstance(got, Exception):
+            raise got
+        if got is not None:
+            # Handed over by a release while we were blocked.
+            return int(got[1]), True
+        return None, not self._quarantined()
+
     def _sleep_quarantine(self, deadline):
         pause = self._quarantine_until - time.monotonic()
         if deadline is not None:
@@ -339,7 +472,7 @@ class RedisBackend(BaseLockBackend):
         return True
 
     def _leave(self, keys, owner_token, registered_at):
-        fence = self._scripts["leave"](keys, [owner_token])
+        fence = self._script("leave", keys, [owner_token])
         if fence is None or registered_at is None:
             return None
         return int(fence), registered_at
@@ -365,8 +498,8 @@ class RedisBackend(BaseLockBackend):
 
     def _release(self, key, owner_token):
         try:
-            done = self._scripts["release"](
-                self._keys(key), [owner_token, self._wake_prefix(key)])
+            done = self._script(
+                "release", self._keys(key), [owner_token, self._wake_prefix(key)])
         except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
             logger.warning(
                 "Redis unreachable releasing lock=%s (%s); the lease ends at "
@@ -377,8 +510,8 @@ class RedisBackend(BaseLockBackend):
         return bool(done)
 
     def extend(self, key, owner_token, ttl):
-        return bool(self._scripts["extend"](
-            self._keys(key)[:1], [owner_token, _ms(ttl)]))
+        return bool(self._script(
+            "extend", self._keys(key)[:1], [owner_token, _ms(ttl)]))
 
     def held_locks(self) -> list[dict[str, Any]]:
         # SCAN, never KEYS: a big keyspace must not stall the server.
@@ -394,7 +527,7 @@ class RedisBackend(BaseLockBackend):
             rows.append(_row(key, fields, pttl))
         return sorted(rows, key=lambda r: r["key"])
 
-    # -- async operations ------------------------------------------------------
+    # -- async operations -----------------------------------------------------
 
     def _aclient(self):
         loop = asyncio.get_running_loop()
