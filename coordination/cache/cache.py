@@ -208,7 +208,8 @@ class Cache:
         Every value is cached, None and other falsy ones included. A missing
         value is computed once at a time in the cluster: threads of this
         process share one call of ``fn``, and other instances wait for a
-        short lock from the lock manager, then read what it stored. If ``fn``
+        short lock from the lock manager, then read what it stored (on a
+        store only this process sees, locmem, no lock is taken). If ``fn``
         raises, nothing is cached and every waiting caller gets the error.
         """
         return self._wrap(key, fn, ttl, _always)
@@ -250,7 +251,7 @@ class Cache:
         return value
 
     def _compute(self, key, full, fn, ttl, cacheable):
-        lock = self._enter_lock(key, full)
+        lock = self._enter_lock(key, full) if self._store.shared else None
         try:
             if lock is not None:
                 # Another instance may have stored it while we waited.
@@ -442,7 +443,7 @@ class Cache:
 
     async def _acompute(self, key, full, fn, ttl, cacheable):
         read = sync_to_async(self._read, thread_sensitive=False)
-        lock = await self._aenter_lock(key, full)
+        lock = await self._aenter_lock(key, full) if self._store.shared else None
         try:
             if lock is not None:
                 value = await read(key, full)

@@ -20,6 +20,7 @@ import re
 import threading
 
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 
 from ..exceptions import CacheStoreError, ConfigurationError
 from ..names import dumps, loads
@@ -67,6 +68,10 @@ def serializer_path(alias_settings):
 
 class BaseStore:
     """What a cache needs from its store; keys are full keys (str)."""
+
+    #: False when only this process sees the data (locmem): ``wrap`` then
+    #: needs no cluster lock, since other instances cannot read its value.
+    shared = True
 
     def __init__(self, name, alias):
         self.name = name
@@ -254,6 +259,7 @@ class IndexedStore(BaseStore):
         storage = getattr(backend, "_cache", None)
         # Two locmem aliases with one LOCATION share their storage dict.
         identity = ("storage", id(storage)) if isinstance(storage, dict) else alias
+        self.shared = not isinstance(backend, LocMemCache)
         with self._indexes_lock:
             self._index = self._indexes.setdefault(identity, set())
         self._prune_at = self.PRUNE_FLOOR

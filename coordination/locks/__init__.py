@@ -49,7 +49,7 @@ class LockManager:
         self._backend_lock = threading.Lock()
         self._renewer = _renewer
 
-    # -- configuration ------------------------------------------------------
+    # -- configuration --------------------------------------------------------
 
     @staticmethod
     def register_adapter(name: str, adapter_class: type[BaseLockBackend]) -> None:
@@ -94,7 +94,7 @@ class LockManager:
         if self._backend is not None:
             self._backend.close()
 
-    # -- validation ----------------------------------------------------------
+    # -- validation -----------------------------------------------------------
 
     @staticmethod
     def _check_ttl(ttl):
@@ -126,7 +126,7 @@ class LockManager:
         _check_key(key)
         return self._check_ttl(ttl), self._check_timeout(timeout), _owner(purpose)
 
-    # -- acquisition ---------------------------------------------------------
+    # -- acquisition ----------------------------------------------------------
 
     def _acquire(self, key, ttl, timeout, purpose) -> Lock:
         ttl, timeout, owner = self._prepare(key, ttl, timeout, purpose)
@@ -208,7 +208,7 @@ class LockManager:
                 result = await result
             return result
 
-    # -- operator tools ------------------------------------------------------
+    # -- operator tools -------------------------------------------------------
 
     def held_locks(self) -> list[dict[str, Any]]:
         """Locks held now in this app's namespace (admin, ``manage.py``)."""
@@ -224,17 +224,34 @@ class LockManager:
         )
         return released
 
-    # -- backend calls used by Lock and the renewer ------------------------
+    # -- backend calls used by Lock and the renewer ---------------------------
 
     def _backend_release(self, lock):
-        released = self.backend.release(lock.key, lock._owner_token)
+        try:
+            released = self.backend.release(lock.key, lock._owner_token)
+        except Exception:
+            return self._release_failed(lock)
         self._log_release(lock, released)
         return released
 
     async def _abackend_release(self, lock):
-        released = await self.backend.arelease(lock.key, lock._owner_token)
+        try:
+            released = await self.backend.arelease(lock.key, lock._owner_token)
+        except Exception:
+            return self._release_failed(lock)
         self._log_release(lock, released)
         return released
+
+    @staticmethod
+    def _release_failed(lock):
+        # Raising here would mask the result or error of the code that held
+        # the lock (``with`` exit); the lease ends by itself at its ttl.
+        logger.warning(
+            "Could not release lock=%s token=%s owner=%s; it stays busy until "
+            "its lease ends", lock.key, lock.token, lock.owner, exc_info=True,
+            extra={"action": "lock_release_error", "lock": lock.key},
+        )
+        return False
 
     @staticmethod
     def _log_release(lock, released):
@@ -291,7 +308,8 @@ def _caller():
     except ValueError:
         return ""
     code = frame.f_code
-    return f"{code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} in {code.co_qualname}"
+    where = code.co_filename.rsplit("/", 2)[-1]
+    return f"{where}:{frame.f_lineno} in {code.co_qualname}"
 
 
 def _describe_fn(fn):

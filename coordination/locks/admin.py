@@ -88,7 +88,7 @@ class LockRecordAdmin(admin.ModelAdmin):
             request, f"Released {len(released)} lock(s): {', '.join(released)}"
             if released else "No lock was held any more.")
 
-    # -- locks of other backends ------------------------------------------
+    # -- locks of other backends ----------------------------------------------
 
     def get_urls(self):
         return [

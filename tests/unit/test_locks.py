@@ -216,3 +216,19 @@ def test_async_twins(locks):
         assert await locks.arun_exclusive("async", lambda: "sync") == "sync"
 
     asyncio.run(main())
+
+
+def test_a_failing_release_is_logged_not_raised(monkeypatch, caplog):
+    class Unreachable(LocalBackend):
+        def release(self, key, owner_token):
+            raise ConnectionError("server down")
+
+    monkeypatch.setitem(backends._registered, "LOCKS", {})
+    LockManager.register_adapter("unreachable", Unreachable)
+    with override_settings(COORDINATION={"LOCKS": {"BACKEND": "unreachable"}}):
+        locks = services.lock_manager
+        assert locks.run_exclusive("down", lambda: "result", ttl=5) == "result"
+        lock = locks.acquire("down2", ttl=5)
+        assert lock.release() is False
+    failures = [r for r in caplog.records if r.action == "lock_release_error"]
+    assert len(failures) == 2 and "down" in failures[0].getMessage()

@@ -61,7 +61,7 @@ class BaseLockBackend:
         self._owner_json[id(owner)] = (owner, text)
         return text
 
-    # -- storage operations -------------------------------------------------
+    # -- storage operations ---------------------------------------------------
 
     def try_acquire_once(
         self, key: str, owner_token: str, ttl: float, owner: dict

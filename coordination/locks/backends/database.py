@@ -37,7 +37,7 @@ COLUMNS = ("namespace", "key", "owner_token", "fencing", "owner",
 class DatabaseBackend(BaseLockBackend):
     """A lock row per key; waiters poll with a short, bounded back-off."""
 
-    allowed_options = {"DATABASE", "SYNCHRONOUS_COMMIT"}
+    allowed_options = {"DATABASE", "SYNCHRONOUS_COMMIT", "PREPARE"}
 
     @staticmethod
     def validate_options(options):
@@ -51,24 +51,26 @@ class DatabaseBackend(BaseLockBackend):
                 "which is not in DATABASES; name one of "
                 f"{', '.join(map(repr, settings.DATABASES))}."
             )
-        if not isinstance(options.get("SYNCHRONOUS_COMMIT", False), bool):
-            errors.append(
-                'COORDINATION["LOCKS"]["OPTIONS"]["SYNCHRONOUS_COMMIT"] must '
-                "be True or False."
-            )
+        for name in ("SYNCHRONOUS_COMMIT", "PREPARE"):
+            if not isinstance(options.get(name, False), bool):
+                errors.append(
+                    f'COORDINATION["LOCKS"]["OPTIONS"]["{name}"] must be True '
+                    "or False."
+                )
         return errors
 
     def __init__(self, namespace, options=None):
         super().__init__(namespace, options)
         self.alias = self.options.get("DATABASE", "default")
         self.synchronous_commit = self.options.get("SYNCHRONOUS_COMMIT", False)
+        self.prepare = self.options.get("PREPARE", True)
         self._local = threading.local()
         self._statements = {}
         # Every connection opened, whichever thread, so close() reaches all.
         self._opened = []
         self._opened_lock = threading.Lock()
 
-    # -- connection ------------------------------------------------------------
+    # -- connection -----------------------------------------------------------
 
     def _connection(self):
         local = self._local
@@ -86,10 +88,21 @@ class DatabaseBackend(BaseLockBackend):
             conn.ensure_connection()
             with self._opened_lock:
                 self._opened.append((conn, os.getpid()))
-            if conn.vendor == "postgresql" and not self.synchronous_commit:
-                with conn.cursor() as cursor:
-                    cursor.execute("SET synchronous_commit = off")
+            if conn.vendor == "postgresql":
+                self._tune_postgresql(conn)
         return conn
+
+    def _tune_postgresql(self, conn):
+        if not self.synchronous_commit:
+            # Our own connection, so this changes nothing for the caller's
+            # transactions; docs/locks.md explains why it is safe here.
+            with conn.cursor() as cursor:
+                cursor.execute("SET synchronous_commit = off")
+        if self.prepare:
+            # Django leaves server-side prepared statements off (for
+            # PgBouncer in transaction mode); the lock statements are few
+            # and hot, so they are prepared on first use.
+            conn.connection.prepare_threshold = 0
 
     def _run(self, op, params, fetch=False):
         """Run statement ``op`` with ``params(conn)``; reconnect once."""
@@ -113,14 +126,14 @@ class DatabaseBackend(BaseLockBackend):
     @staticmethod
     def _execute(conn, sql, params, fetch):
         if conn.vendor == "postgresql":
-            # psycopg's own cursor binds on the server and prepares the
-            # statement, which Django's client-side cursor does not: the
-            # upsert is planned once per connection instead of every time.
+            # psycopg's own cursor binds parameters on the server, so the
+            # statements can be prepared (planned once per connection),
+            # which Django's client-side cursor cannot do.
             import psycopg
 
             with conn.wrap_database_errors:
                 with psycopg.Cursor(conn.connection) as cursor:
-                    cursor.execute(sql, params, prepare=True)
+                    cursor.execute(sql, params)
                     return cursor.fetchone() if fetch else cursor.rowcount
         with conn.cursor() as cursor:
             cursor.execute(sql, params)
@@ -152,7 +165,7 @@ class DatabaseBackend(BaseLockBackend):
         for conn in opened:
             self._close(conn)
 
-    # -- SQL per vendor ------------------------------------------------------
+    # -- SQL per vendor -------------------------------------------------------
 
     def _sql(self, conn):
         statements = self._statements.get(conn.vendor)
@@ -170,7 +183,7 @@ class DatabaseBackend(BaseLockBackend):
         return (adapt(now), adapt(now + timedelta(seconds=ttl)),
                 time.time_ns() // 1000)
 
-    # -- operations ------------------------------------------------------------
+    # -- operations -----------------------------------------------------------
 
     def try_acquire_once(self, key, owner_token, ttl, owner):
         owner_json = self.owner_json(owner)

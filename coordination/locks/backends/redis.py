@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
+import threading
 import time
 import weakref
 from datetime import datetime, timezone
@@ -225,6 +227,9 @@ class RedisBackend(BaseLockBackend):
         self.url = self.options["URL"]
         self.poll_interval = float(self.options.get("POLL_INTERVAL", 0.5))
         self.client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
+        self._local = threading.local()
+        self._opened: list = []
+        self._opened_lock = threading.Lock()
         self._shas = {name: hashlib.sha1(text.encode()).hexdigest()
                       for name, text in SCRIPTS.items()}
         self._async = weakref.WeakKeyDictionary()
@@ -243,7 +248,7 @@ class RedisBackend(BaseLockBackend):
         return {name: client.register_script(text)
                 for name, text in SCRIPTS.items()}
 
-    # -- commands --------------------------------------------------------------
+    # -- commands -------------------------------------------------------------
 
     def _execute(self, *commands):
         """Send ``commands`` on one pooled connection and read every reply.
@@ -253,8 +258,7 @@ class RedisBackend(BaseLockBackend):
         connection directly. Error replies come back as exceptions in the
         list; a broken connection is dropped and the error raised.
         """
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        conn = self._connection()
         try:
             if len(commands) == 1:
                 conn.send_command(*commands[0])
@@ -268,10 +272,23 @@ class RedisBackend(BaseLockBackend):
                     replies.append(exc)
             return replies
         except BaseException:
+            # Unread replies would confuse the next command: start afresh
+            # (the connection reconnects on its next use).
             conn.disconnect()
             raise
-        finally:
-            pool.release(conn)
+
+    def _connection(self):
+        # One connection per thread, kept: cheaper than a pool checkout on
+        # every command, and a thread blocked in BLPOP holds only its own.
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            pool = self.client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            local.conn, local.pid = conn, os.getpid()
+            with self._opened_lock:
+                self._opened.append((conn, os.getpid()))
+        return conn
 
     def _script(self, name, keys, args):
         """EVALSHA the named script, loading it if the server lost it."""
@@ -285,10 +302,17 @@ class RedisBackend(BaseLockBackend):
         return reply
 
     def close(self):
+        with self._opened_lock:
+            # A forked child must not close its parent's sockets.
+            opened = [c for c, pid in self._opened if pid == os.getpid()]
+            self._opened = []
+        for conn in opened:
+            conn.disconnect()
+        self._local = threading.local()
         self.client.close()
         self.client = self._redis.Redis.from_url(self.url, socket_connect_timeout=5)
 
-    # -- key names -----------------------------------------------------------
+    # -- key names ------------------------------------------------------------
 
     def _keys(self, key):
         base = f"{self._tag}{key}}}"
@@ -343,7 +367,7 @@ class RedisBackend(BaseLockBackend):
             wait = min(wait, deadline - time.monotonic())
         return max(wait, 0.001)
 
-    # -- sync operations -------------------------------------------------------
+    # -- sync operations ------------------------------------------------------
 
     def _all_keys(self, key, owner_token):
         return self._keys(key) + [self._wake_prefix(key) + owner_token,
@@ -389,9 +413,8 @@ class RedisBackend(BaseLockBackend):
                     registered_at = started if registered else None
                     backoff = 0.05
                     continue
-                fence = self._answer(self._script(
-                    "acquire", keys, self._acquire_args(owner_token, ttl, owner, wait != 0)),
-                    key, ttl)
+                args = self._acquire_args(owner_token, ttl, owner, wait != 0)
+                fence = self._answer(self._script("acquire", keys, args), key, ttl)
                 self._note_busy(key, fence is None)
                 if fence is not None:
                     return fence, started
@@ -504,7 +527,7 @@ class RedisBackend(BaseLockBackend):
             rows.append(_row(key, fields, pttl))
         return sorted(rows, key=lambda r: r["key"])
 
-    # -- async operations ------------------------------------------------------
+    # -- async operations -----------------------------------------------------
 
     def _aclient(self):
         loop = asyncio.get_running_loop()
