@@ -183,12 +183,15 @@ class LockManager:
         The lease is renewed while inside, so ``ttl`` only bounds how long a
         crashed holder blocks others.
         """
+        # Bad arguments fail here, not at the ``with``.
+        self._prepare(key, ttl, timeout, "")
         return LockContext(self, key, ttl, timeout, _caller())
 
     def run_exclusive(self, key: str, fn: Callable[[], T],
                       ttl: float | None = None, *,
                       timeout: float | None = None) -> T:
         """Run ``fn()`` holding ``key`` (renewed) and return its result."""
+        _check_callable(fn)
         with LockContext(self, key, ttl, timeout, _describe_fn(fn)):
             return fn()
 
@@ -200,6 +203,7 @@ class LockManager:
 
         A sync ``fn`` runs in a worker thread so the event loop stays free.
         """
+        _check_callable(fn)
         async with LockContext(self, key, ttl, timeout, _describe_fn(fn)):
             if inspect.iscoroutinefunction(fn):
                 return await fn()
@@ -310,6 +314,14 @@ def _caller():
     code = frame.f_code
     where = code.co_filename.rsplit("/", 2)[-1]
     return f"{where}:{frame.f_lineno} in {code.co_qualname}"
+
+
+def _check_callable(fn):
+    if not callable(fn):
+        raise TypeError(
+            f"run_exclusive needs a function to call, not {fn!r}; pass it "
+            "without calling it: run_exclusive(key, job), not job()."
+        )
 
 
 def _describe_fn(fn):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import threading
@@ -18,28 +17,30 @@ class Renewer:
     False, logged with key and owner). A renewal that fails with an error is
     retried with back-off until the local lease runs out, then the lock is
     marked lost too.
+
+    The locks live in a dict (lock -> when to renew it): a process holds few
+    locks at a time, so the thread scans them, and adding or forgetting one
+    costs a dict operation and, only when it is due before the thread would
+    wake, a notify.
     """
 
     retry_min = 0.05
 
     def __init__(self):
-        self._cond = threading.Condition()
-        self._due: list[tuple[float, int, object]] = []
-        self._locks: dict[int, object] = {}
+        self._cond = threading.Condition(threading.Lock())
+        self._due: dict[object, float] = {}
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._stopping = False
         self._wake_at = 0.0
 
     def add(self, lock):
+        due = time.monotonic() + lock.ttl / 3
         with self._cond:
             if self._pid != os.getpid():
                 # A forked child: the parent's thread does not exist here.
-                self._pid, self._thread = os.getpid(), None
-                self._due, self._locks = [], {}
-            self._locks[id(lock)] = lock
-            due = self._next(lock)
-            heapq.heappush(self._due, (due, id(lock), lock))
+                self._pid, self._thread, self._due = os.getpid(), None, {}
+            self._due[lock] = due
             self._stopping = False
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -48,60 +49,48 @@ class Renewer:
                 )
                 self._thread.start()
             elif due < self._wake_at:
-                # Waking the thread costs a context switch per lock; only
-                # do it when it would otherwise sleep past this lock's turn.
                 self._cond.notify()
 
     def forget(self, lock):
         with self._cond:
-            self._locks.pop(id(lock), None)
+            self._due.pop(lock, None)
 
     def stop(self, timeout=5.0):
         """Stop the thread once no lock needs it (it restarts on demand)."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
-            thread = self._thread
+            thread, busy = self._thread, bool(self._due)
         if thread is not None and thread is not threading.current_thread():
-            if not self._locks:
+            if not busy:
                 thread.join(timeout)
-
-    @staticmethod
-    def _next(lock):
-        return time.monotonic() + lock.ttl / 3
 
     def _run(self):
         while True:
             with self._cond:
-                lock = self._wait_for_due()
-                if lock is None:
+                due = self._wait_for_due()
+                if due is None:
                     return
-            self._renew(lock)
+            for lock in due:
+                self._renew(lock)
 
     def _wait_for_due(self):
+        """The locks due now, waiting for one; None when told to stop."""
         while True:
-            while self._due and id(self._due[0][2]) not in self._locks:
-                heapq.heappop(self._due)
-            if not self._due:
-                if self._stopping:
-                    self._thread = None
-                    return None
-                self._wait(1.0)
-                continue
-            due, _, lock = self._due[0]
-            if self._locks.get(id(lock)) is not lock:
-                heapq.heappop(self._due)
-                continue
-            delay = due - time.monotonic()
-            if delay <= 0:
-                heapq.heappop(self._due)
-                return lock
-            self._wait(delay)
-
-    def _wait(self, delay):
-        self._wake_at = time.monotonic() + delay
-        self._cond.wait(delay)
-        self._wake_at = 0.0
+            if not self._due and self._stopping:
+                self._thread = None
+                return None
+            now = time.monotonic()
+            due = [lock for lock, when in self._due.items() if when <= now]
+            if due:
+                for lock in due:
+                    # Rescheduled after the renewal; meanwhile not due.
+                    self._due[lock] = float("inf")
+                return due
+            wake = min(self._due.values(), default=now + 1.0)
+            self._wake_at = wake
+            self._cond.wait(max(wake - now, 0.0))
+            self._wake_at = 0.0
 
     def _renew(self, lock):
         started = time.monotonic()
@@ -118,7 +107,7 @@ class Renewer:
             self._forget_lost(lock)
             return
         lock._renewed(started, lock.ttl)
-        self._schedule(lock, self._next(lock))
+        self._schedule(lock, time.monotonic() + lock.ttl / 3)
 
     def _retry(self, lock):
         remaining = lock._valid_until - time.monotonic()
@@ -135,5 +124,5 @@ class Renewer:
 
     def _schedule(self, lock, when):
         with self._cond:
-            if self._locks.get(id(lock)) is lock:
-                heapq.heappush(self._due, (when, id(lock), lock))
+            if lock in self._due:
+                self._due[lock] = when

@@ -101,6 +101,8 @@ def long_job(config, key, ready, ttl, seconds):
     def work():
         Path(ready).write_text("in")
         time.sleep(seconds)
+        # Still inside run_exclusive: the lock is released after this.
+        Path(f"{ready}.done").write_text("done")
         return "done"
 
     return locks.run_exclusive(key, work, ttl=ttl)

@@ -117,32 +117,23 @@ def test_expired_holder_cannot_touch_the_successor(config, locks, tmp_path):
 
 def test_run_exclusive_keeps_a_short_ttl_to_the_end(config, locks, tmp_path):
     ready = tmp_path / "ready"
-    child = spawn(f"{NODES}:long_job", config, "long", str(ready), 0.3, 2.0)
+    done = tmp_path / "ready.done"
+    child = spawn(f"{NODES}:long_job", config, "long", str(ready), 0.6, 2.5)
     _wait_for(ready)
-    attempts = 0
-    while child.poll() is None:
+    refused = 0
+    while True:
         try:
             lock = locks.try_acquire("long")
         except LockAcquireError:
-            attempts += 1
+            refused += 1
             time.sleep(0.05)
             continue
-        # Only once the child has returned from run_exclusive.
+        # Got it: only possible once the child's work had finished.
+        assert done.exists()
         lock.release()
-        assert child.poll() is not None or _finished_after(child)
         break
     assert result(child) == "done"
-    assert attempts > 5
-    locks.try_acquire("long").release()
-
-
-def _finished_after(child):
-    # The child may have released but not exited yet.
-    try:
-        child.wait(10)
-    except Exception:
-        return False
-    return True
+    assert refused > 5
 
 
 def test_redis_restart_while_held_and_waited(redis_server, tmp_path):

@@ -40,7 +40,7 @@ def test_bad_keys_raise_channel_name_error(locks, key):
     with pytest.raises(ChannelNameError):
         locks.acquire(key)
     with pytest.raises(ValueError):
-        locks.lock(key).__enter__()
+        locks.lock(key)
 
 
 @pytest.mark.parametrize("ttl", [0, -1, "5", True, float("inf"), float("nan")])
@@ -232,3 +232,10 @@ def test_a_failing_release_is_logged_not_raised(monkeypatch, caplog):
         assert lock.release() is False
     failures = [r for r in caplog.records if r.action == "lock_release_error"]
     assert len(failures) == 2 and "down" in failures[0].getMessage()
+
+
+def test_run_exclusive_needs_a_function(locks):
+    with pytest.raises(TypeError, match="without calling it"):
+        locks.run_exclusive("fn-check", 42)
+    # Nothing was acquired.
+    locks.try_acquire("fn-check").release()

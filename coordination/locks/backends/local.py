@@ -6,6 +6,7 @@ rebuilt after a settings change still see the locks taken before.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,17 @@ class _Table:
         # key -> [owner_token, fencing, expires (monotonic), owner, acquired]
         self.held: dict[str, list] = {}
         self.fencing: dict[str, int] = {}
+
+
+def _forget_tables():
+    # A forked child is another process: it starts with no locks (and no
+    # condition variable some thread of the parent may have held).
+    global _tables_lock
+    _tables.clear()
+    _tables_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_tables)
 
 
 def _table(namespace):
@@ -45,7 +57,14 @@ class LocalBackend(BaseLockBackend):
 
     def __init__(self, namespace, options=None):
         super().__init__(namespace, options)
-        self._table = _table(namespace)
+        self._pid = os.getpid()
+        self._shared = _table(namespace)
+
+    @property
+    def _table(self):
+        if self._pid != os.getpid():
+            self._pid, self._shared = os.getpid(), _table(self.namespace)
+        return self._shared
 
     def _live(self, key, now):
         entry = self._table.held.get(key)

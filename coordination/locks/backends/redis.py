@@ -46,16 +46,24 @@ PREFIX = "coordination:lock:"
 # Lua helpers shared by the scripts. KEYS: 1 lease hash, 2 fencing counter,
 # 3 waiter queue, 4 waiter info. now_ms / now_us from the server clock.
 _COMMON = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms, now_us
+-- The server clock, read once per script and only when needed.
+local function clock()
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return now_ms
+end
 
+-- Write the lease (all four fields, so an old hash needs no DEL).
 local function grant(token, ttl, owner)
+  clock()
   local c = tonumber(redis.call('GET', KEYS[2]) or '0')
   if c < now_us then c = now_us else c = c + 1 end
   local fence = string.format('%d', c)
   redis.call('SET', KEYS[2], fence)
-  redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'token', token, 'fence', fence,
              'owner', owner, 'acquired', now_ms)
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -70,7 +78,7 @@ local function head()
     local info = redis.call('HGET', KEYS[4], first)
     if info then
       local d, rest = string.match(info, '^(%d+)|(.*)$')
-      if tonumber(d) >= now_ms then return first, rest end
+      if tonumber(d) >= clock() then return first, rest end
     end
     redis.call('ZREM', KEYS[3], first)
     redis.call('HDEL', KEYS[4], first)
@@ -82,16 +90,17 @@ local function leave(token)
   redis.call('HDEL', KEYS[4], token)
 end
 
--- Give a free lease to the first live waiter and wake it.
+-- Give the lease to the first live waiter and wake it; false if none.
 local function hand_over(wake_prefix)
   local first, rest = head()
-  if not first then return end
+  if not first then return false end
   local ttl, owner = string.match(rest, '^(%d+)|(.*)$')
   leave(first)
   local fence = grant(first, tonumber(ttl), owner)
   local wake = wake_prefix .. first
   redis.call('LPUSH', wake, fence)
   redis.call('PEXPIRE', wake, 60000)
+  return true
 end
 """
 
@@ -133,9 +142,8 @@ if not holder then
   end
 end
 if ARGV[4] == '1' then
-  if not redis.call('ZSCORE', KEYS[3], token) then
-    redis.call('ZADD', KEYS[3], now_ms, token)
-  end
+  -- NX keeps the arrival time, and so the place in the queue.
+  redis.call('ZADD', KEYS[3], 'NX', clock(), token)
   local reg = tonumber(ARGV[5])
   redis.call('HSET', KEYS[4], token,
              string.format('%d', now_ms + reg) .. '|' .. ARGV[2] .. '|' .. ARGV[3])
@@ -163,8 +171,7 @@ local holder = redis.call('HGET', KEYS[1], 'token')
 if not holder or (ARGV[1] ~= '' and holder ~= ARGV[1]) then
   return 0
 end
-redis.call('DEL', KEYS[1])
-hand_over(ARGV[2])
+if not hand_over(ARGV[2]) then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
