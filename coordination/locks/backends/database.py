@@ -8,9 +8,10 @@ own connection per thread, in autocommit: a lock taken inside the caller's
 ``transaction.atomic()`` is visible to others at once, and no transaction is
 open while the caller's code runs.
 
-On PostgreSQL that connection runs with ``synchronous_commit = off`` unless
-``OPTIONS["SYNCHRONOUS_COMMIT"]`` is True; docs/locks.md explains why that is
-safe for the fencing numbers and what a server crash can cost.
+On PostgreSQL, acquiring and extending commit durably, and releasing does
+not wait for the WAL flush: one fsync per use instead of two, with no overlap
+even after a server crash. ``OPTIONS["SYNCHRONOUS_COMMIT"] = False`` makes
+acquire and extend asynchronous too; docs/locks.md says what that costs.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class DatabaseBackend(BaseLockBackend):
     def __init__(self, namespace, options=None):
         super().__init__(namespace, options)
         self.alias = self.options.get("DATABASE", "default")
-        self.synchronous_commit = self.options.get("SYNCHRONOUS_COMMIT", False)
+        self.synchronous_commit = self.options.get("SYNCHRONOUS_COMMIT", True)
         self.prepare = self.options.get("PREPARE", True)
         self._local = threading.local()
         self._statements = {}
@@ -283,6 +284,13 @@ def _build_sql(conn):
         cast = ""
     columns = ", ".join(map(q, COLUMNS))
     held = f"{ns} = %s AND {key} = %s AND {expires_at} > {now}"
+    # A release that a database crash loses only keeps the key looking held
+    # until its ttl, which is safe; so releases skip the WAL flush, while
+    # what grants or extends a lease stays durable (docs/locks.md).
+    no_flush = ""
+    if conn.vendor == "postgresql":
+        no_flush = (" AND (SELECT set_config('synchronous_commit', 'off', true))"
+                    " IS NOT NULL")
     if conn.vendor == "postgresql":
         values = f"%s, %s, %s, {fence}, %s{cast}, {now}, {expires}"
     else:
@@ -310,9 +318,10 @@ def _build_sql(conn):
         "fencing": (f"SELECT {fencing} FROM {table} WHERE {ns} = %s AND "
                     f"{key} = %s AND {token} = %s"),
         "release": (f"UPDATE {table} SET {token} = '', {expires_at} = {now} "
-                    f"WHERE {held} AND {token} = %s"),
+                    f"WHERE {held} AND {token} = %s{no_flush}"),
         "extend": (f"UPDATE {table} SET {expires_at} = {expires} "
                    f"WHERE {held} AND {token} = %s"),
         "force_release": (f"UPDATE {table} SET {token} = '', "
-                          f"{expires_at} = {now} WHERE {held} AND {token} <> ''"),
+                          f"{expires_at} = {now} WHERE {held} AND {token} <> ''"
+                          f"{no_flush}"),
     }
