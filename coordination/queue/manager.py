@@ -220,6 +220,40 @@ class EventQueue:
                               using=alias)
         return True
 
+    def purge(self, *, status: str | None = None, channel: str | None = None,
+              using: str | None = None) -> int:
+        """Delete finished events (one ``status`` of them); return how many.
+
+        Pending and running events are never purged: cancel them first.
+        """
+        finished = (store.SUCCEEDED, store.FAILED, store.CANCELLED)
+        if status is not None and status not in finished:
+            raise ValueError(
+                f"Only finished events can be purged; status must be one of "
+                f"{', '.join(finished)}, not {status!r}. Cancel pending or "
+                "running events first."
+            )
+        qs = Event.objects.using(using or store.db_alias()).filter(
+            status__in=[status] if status else finished
+        )
+        if channel is not None:
+            qs = qs.filter(channel=channel)
+        deleted, _ = qs.delete()
+        logger.info("Purged %s events status=%s channel=%s", deleted, status,
+                    channel, extra={"action": "purge"})
+        return deleted
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Event counts: {channel: {status: count}}."""
+        from django.db.models import Count
+
+        counts: dict[str, dict[str, int]] = {}
+        rows = Event.objects.using(store.db_alias(False)).values(
+            "channel", "status").annotate(n=Count("id")).order_by("channel")
+        for row in rows:
+            counts.setdefault(row["channel"], {})[row["status"]] = row["n"]
+        return counts
+
     def _abort(self, event_id, reason):
         context = self._running.get(event_id)
         if context is not None:

@@ -33,12 +33,12 @@ BACKENDS = {
     "celery-amqp": {"BACKEND": "celery", "OPTIONS": {
         **{k: v for k, v in COMMON.items() if k != "POLL_INTERVAL"},
         "APP": "tests.celery_app.amqp_app", "QUEUE": CELERY_QUEUE,
-        "HOLD_DELAY": 0.05,
+        "HOLD_DELAY": 0.05, "BROKER_DELAY_MAX": 0.5,
     }},
     "celery-redis": {"BACKEND": "celery", "OPTIONS": {
         **{k: v for k, v in COMMON.items() if k != "POLL_INTERVAL"},
         "APP": "tests.celery_app.redis_app", "QUEUE": CELERY_QUEUE,
-        "HOLD_DELAY": 0.05,
+        "HOLD_DELAY": 0.05, "BROKER_DELAY_MAX": 0.5,
     }},
 }
 
@@ -238,3 +238,19 @@ def test_worker_killed_mid_event_runs_it_again(cluster, queue):
     assert (event.status, event.attempts) == ("succeeded", 2)
     second = queue_nodes.runs(event_id)[1]
     assert second[1] != first[1] and second[2] == 1
+
+
+def test_long_delay_waits_in_the_database_then_runs(cluster, queue):
+    event_id = queue.publish("npq-count", {}, delay=1.0)
+    if cluster.celery:
+        # Longer than BROKER_DELAY_MAX: no message yet, housekeeping sends it.
+        assert Event.objects.get(pk=event_id).dispatched_at is None
+    event = wait_done(event_id)
+    assert event.status == "succeeded" and event.started >= event.run_after
+
+
+def test_row_committed_without_dispatch_is_picked_up(queue):
+    # As left by a publisher that died between its commit and the dispatch.
+    event = Event.objects.create(channel="npq-count", payload={})
+    assert wait_done(event.pk).status == "succeeded"
+    assert len(queue_nodes.runs(event.pk)) == 1
