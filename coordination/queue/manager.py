@@ -339,20 +339,37 @@ class EventQueue:
 
     # Running events (called by the backends)
 
-    def execute(self, event: Event, sub: Subscription) -> str | None:
+    def hold(self, event: Event) -> Context:
+        """Register a claimed event: its lease is renewed from now on.
+
+        A backend that claims several events at once holds them all, so a
+        cancel reaches them before they start.
+        """
+        context = Context(event.pk, event.attempts - 1, event.channel)
+        self._running[event.pk] = context
+        self._ensure_keeper()
+        return context
+
+    def execute(self, event: Event, sub: Subscription,
+                successes: list | None = None) -> str | None:
         """Run a claimed event's handler and record the outcome.
 
         The caller reserved a slot on ``sub``; it is released here. Returns
-        the new status (None when the row was no longer ours).
+        the new status (None when the row was no longer ours). With a
+        ``successes`` list, a success is appended to it instead of written,
+        for the caller to record several at once (``store.succeed_many``).
         """
-        self._ensure_keeper()
-        context = Context(event.pk, event.attempts - 1, event.channel)
+        context = self._running.get(event.pk) or self.hold(event)
+        if context.signal.aborted:
+            # Cancelled (or lost) while it waited for a worker.
+            self._running.pop(event.pk, None)
+            (self._subscriptions.get(event.channel) or sub).release()
+            return None
         timer = None
         if event.timeout:
             timer = threading.Timer(event.timeout, context.signal.abort, (TIMEOUT,))
             timer.daemon = True
             timer.start()
-        self._running[event.pk] = context
         error = None
         try:
             error = self._call(sub, event, context)
@@ -362,6 +379,9 @@ class EventQueue:
             self._running.pop(event.pk, None)
             # A subscribe() meanwhile moved the count to the new subscription.
             (self._subscriptions.get(event.channel) or sub).release()
+        if error is None and successes is not None and context.signal.reason is None:
+            successes.append(event)
+            return store.SUCCEEDED
         return self._record(event, context, error)
 
     def _call(self, sub, event, context):

@@ -96,6 +96,28 @@ def succeed(event):
     ) == 1
 
 
+def unclaim(event):
+    """Give a claim back as if it never happened (the runner cannot run it)."""
+    return _mine(event).update(
+        status=PENDING, attempts=F("attempts") - 1, lease_owner="",
+        lease_expires=None, dispatched_at=timezone.now(),
+    ) == 1
+
+
+def succeed_many(events):
+    """Record several successes in one statement; return how many were ours."""
+    if not events:
+        return 0
+    mine = Q()
+    for event in events:
+        mine |= Q(id=event.id, lease_owner=event.lease_owner,
+                  attempts=event.attempts)
+    return Event.objects.using(db_alias()).filter(mine, status=RUNNING).update(
+        status=SUCCEEDED, finished=timezone.now(), lease_owner="",
+        lease_expires=None,
+    )
+
+
 def fail(event, error, *, timed_out, delay, dispatched):
     """Record a failed attempt: pending again after ``delay``, or failed.
 
