@@ -381,3 +381,24 @@ def test_stop_waits_for_running_events(queue):
     # Subscriptions stay; start() resumes.
     services.start()
     assert wait_done(queue.publish("c", {})).status == "succeeded"
+
+
+def test_system_checks_name_bad_event_queue_options():
+    from django.test import override_settings
+
+    from coordination.checks import check_settings
+
+    def queue_errors(section):
+        with override_settings(COORDINATION={"EVENT_QUEUE": section}):
+            return [e.msg for e in check_settings() if "EVENT_QUEUE" in e.msg]
+
+    assert queue_errors({"BACKEND": "database"}) == []
+    assert queue_errors({"BACKEND": "celery", "OPTIONS": {"QUEUE": "q"}}) == []
+    (msg,) = queue_errors({"BACKEND": "database", "OPTIONS": {"WORKERS": 0}})
+    assert "WORKERS" in msg and "int >= 1" in msg
+    (msg,) = queue_errors({"BACKEND": "database", "OPTIONS": {"QUEUE": "q"}})
+    assert "'QUEUE'" in msg and "WORKERS" in msg
+    (msg,) = queue_errors({"BACKEND": "celery", "OPTIONS": {"RETRY_DELAY": -1}})
+    assert "RETRY_DELAY" in msg
+    (msg,) = queue_errors({"BACKEND": "rabbit"})
+    assert "celery, database" in msg
