@@ -12,7 +12,7 @@ import traceback
 from functools import partial
 from typing import Any, Callable
 
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from .. import backends
@@ -315,7 +315,7 @@ class EventQueue:
                     self.owner, extra={"action": "renew"},
                 )
             finally:
-                close_old_connections()
+                tidy_connections()
         connections.close_all()
 
     def _renew(self):
@@ -385,7 +385,7 @@ class EventQueue:
         return self._record(event, context, error)
 
     def _call(self, sub, event, context):
-        close_old_connections()
+        tidy_connections()
         started = time.monotonic()
         try:
             result = sub.process(event.payload, context)
@@ -402,7 +402,7 @@ class EventQueue:
                 event.channel, context.attempt, time.monotonic() - started,
                 extra={"action": "run"},
             )
-            close_old_connections()
+            tidy_connections()
 
     def _record(self, event, context, error):
         reason = context.signal.reason
@@ -435,6 +435,28 @@ class EventQueue:
 
     def running(self) -> list[int]:
         return list(self._running)
+
+
+def tidy_connections():
+    """Drop database connections a handler broke; keep healthy ones open.
+
+    Background threads keep their connections across events (reconnecting
+    per event costs more than a no-op event). A connection that saw an
+    error and no longer answers, or that a handler left inside a
+    transaction, is closed, so the next query opens a fresh one.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if conn.in_atomic_block or (
+            conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]
+        ):
+            conn.close()
+        elif conn.errors_occurred:
+            if conn.is_usable():
+                conn.errors_occurred = False
+            else:
+                conn.close()
 
 
 async def _await(awaitable):

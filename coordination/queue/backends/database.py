@@ -14,10 +14,11 @@ import threading
 import time
 import queue as queue_module
 
-from django.db import close_old_connections, connections
+from django.db import connections
 from django.utils import timezone
 
 from .. import store
+from ..manager import tidy_connections
 from .base import COMMON_OPTIONS, BaseQueueBackend
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class DatabaseBackend(BaseQueueBackend):
                     self.queue.owner, extra={"action": "claim"},
                 )
             finally:
-                close_old_connections()
+                tidy_connections()
         connections.close_all()
 
     def _next_wait(self, failures):
