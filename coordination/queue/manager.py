@@ -156,7 +156,7 @@ class EventQueue:
                 f"call event_queue.subscribe({channel!r}, process=...) first "
                 "(every instance that publishes or processes must subscribe)."
             )
-        dumps(payload, what="event payload")
+        size = len(dumps(payload, what="event payload"))
         _check_seconds("timeout", timeout)
         _check_seconds("delay", delay, zero=True)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or (
@@ -174,11 +174,11 @@ class EventQueue:
             timeout=timeout, created=now, run_after=run_after,
             dispatched_at=now if backend.sends_at_once(delay or 0) else None,
         )
-        event.save(using=alias, force_insert=True)
+        store.insert(event, alias)
         transaction.on_commit(partial(self._dispatch, event), using=alias)
         logger.debug(
-            "Published event=%s channel=%s size=%s", event.pk, channel,
-            len(dumps(payload)), extra={"action": "publish"},
+            "Published event=%s channel=%s size=%s", event.pk, channel, size,
+            extra={"action": "publish"},
         )
         return event.pk
 

@@ -40,6 +40,32 @@ def backoff(attempt, base, cap):
     return min(delay * random.uniform(0.75, 1.25), cap)
 
 
+def insert(event, alias):
+    """Write a new event row in one ``INSERT ... RETURNING`` statement.
+
+    The same row ``event.save()`` would write, without the ORM's per-save
+    work, which is most of what publishing costs besides the database.
+    """
+    connection = connections[alias]
+    if not connection.features.can_return_columns_from_insert:
+        event.save(using=alias, force_insert=True)
+        return event.pk
+    ops = connection.ops
+    fields = [f for f in Event._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(ops.quote_name(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    params = [f.get_db_prep_save(getattr(event, f.attname), connection)
+              for f in fields]
+    sql = (f"INSERT INTO {ops.quote_name(Event._meta.db_table)} ({columns}) "
+           f"VALUES ({marks}) RETURNING {ops.quote_name(Event._meta.pk.column)}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        event.pk = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = alias
+    return event.pk
+
+
 def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
     """Take up to ``limit`` runnable events; return their rows.
 
