@@ -98,29 +98,33 @@ def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
     table = ops.quote_name(Event._meta.db_table)
     now = timezone.now()
     adapt = ops.adapt_datetimefield_value
-    where, params = [], []
-    if channel is not None:
-        where.append("channel = %s")
-        params.append(channel)
-    if event_id is not None:
-        where.append("id = %s")
-        params.append(event_id)
     columns = ", ".join(ops.quote_name(f.column) for f in Event._meta.concrete_fields)
-    lock = ""
-    if connection.features.has_select_for_update_skip_locked:
-        lock = " FOR UPDATE SKIP LOCKED"
+    runnable = (
+        "((status = %s AND run_after <= %s) OR (status = %s AND "
+        "lease_expires < %s AND attempts <= max_retries + %s))"
+    )
+    runnable_args = [PENDING, adapt(now), RUNNING, adapt(now), max_lost]
+    if event_id is not None:
+        # One known row: a plain conditional update.
+        where = f"id = %s AND {runnable}"
+        where_args = [event_id, *runnable_args]
+    else:
+        lock = ""
+        if connection.features.has_select_for_update_skip_locked:
+            lock = " FOR UPDATE SKIP LOCKED"
+        where = (
+            f"id IN (SELECT id FROM {table} WHERE channel = %s AND {runnable} "
+            f"ORDER BY run_after, id LIMIT %s{lock})"
+        )
+        where_args = [channel, *runnable_args, limit]
     sql = (
         f"UPDATE {table} SET status = %s, attempts = attempts + 1, "
         f"lease_owner = %s, lease_expires = %s, started = %s "
-        f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} AND "
-        f"((status = %s AND run_after <= %s) OR (status = %s AND "
-        f"lease_expires < %s AND attempts <= max_retries + %s)) "
-        f"ORDER BY run_after, id LIMIT %s{lock}) RETURNING {columns}"
+        f"WHERE {where} RETURNING {columns}"
     )
     args = [
         RUNNING, owner, adapt(now + datetime.timedelta(seconds=lease)),
-        adapt(now), *params, PENDING, adapt(now), RUNNING, adapt(now),
-        max_lost, limit,
+        adapt(now), *where_args,
     ]
     # raw() turns the returned columns into Event objects (JSON decoded).
     with relaxed_commit(alias):

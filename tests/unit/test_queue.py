@@ -402,3 +402,17 @@ def test_system_checks_name_bad_event_queue_options():
     assert "RETRY_DELAY" in msg
     (msg,) = queue_errors({"BACKEND": "rabbit"})
     assert "celery, database" in msg
+
+
+def test_lease_is_renewed_while_a_long_event_runs():
+    calls = []
+
+    def process(payload, context):
+        calls.append(context.attempt)
+        context.signal.wait(1.0)  # twice the lease
+
+    with queue_settings(LEASE=0.5):
+        queue = services.event_queue
+        queue.subscribe("c", process=process)
+        event = wait_done(queue.publish("c", {}))
+    assert (event.status, event.attempts, calls) == ("succeeded", 1, [0])
