@@ -12,6 +12,7 @@ import traceback
 from functools import partial
 from typing import Any, Callable
 
+from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -253,6 +254,21 @@ class EventQueue:
         for row in rows:
             counts.setdefault(row["channel"], {})[row["status"]] = row["n"]
         return counts
+
+    # Async twins, for async views and consumers: the ORM work runs in
+    # Django's thread for sync code, as sync_to_async does everywhere.
+
+    async def apublish(self, channel: str, payload: Any, **options) -> int:
+        return await sync_to_async(self.publish)(channel, payload, **options)
+
+    async def aget(self, event_id: int) -> Event | None:
+        return await sync_to_async(self.get)(event_id)
+
+    async def aretry(self, event_id: int, **options) -> bool:
+        return await sync_to_async(self.retry)(event_id, **options)
+
+    async def acancel(self, event_id: int, **options) -> bool:
+        return await sync_to_async(self.cancel)(event_id, **options)
 
     def _abort(self, event_id, reason):
         context = self._running.get(event_id)

@@ -416,3 +416,21 @@ def test_lease_is_renewed_while_a_long_event_runs():
         queue.subscribe("c", process=process)
         event = wait_done(queue.publish("c", {}))
     assert (event.status, event.attempts, calls) == ("succeeded", 1, [0])
+
+
+def test_async_twins(queue):
+    import asyncio
+
+    calls = []
+    queue.subscribe("c", process=record(calls))
+
+    async def main():
+        event_id = await queue.apublish("c", {"from": "async"}, max_retries=1)
+        return event_id
+
+    event_id = asyncio.run(main())
+    assert wait_done(event_id).status == "succeeded"
+    event = asyncio.run(queue.aget(event_id))
+    assert event.payload == {"from": "async"}
+    assert asyncio.run(queue.acancel(event_id)) is False
+    assert asyncio.run(queue.aretry(event_id)) is False
