@@ -58,14 +58,15 @@ class Cluster:
     def celery(self):
         return self.config["BACKEND"] == "celery"
 
-    def start_worker(self):
+    def start_worker(self, pool="threads", queue=CELERY_QUEUE, env=None):
         if self.celery:
             app = self.config["OPTIONS"]["APP"].rsplit(".", 1)[1]
             cmd = [sys.executable, "-m", "celery", "-A", f"tests.celery_app:{app}",
-                   "worker", "-Q", CELERY_QUEUE, "-P", "threads", "-c", "4",
+                   "worker", "-Q", queue, "-P", pool, "-c", "1" if pool == "prefork"
+                   else "4",
                    "-n", f"npq-{uuid.uuid4().hex[:8]}@%h", "-l", "warning",
                    "--without-gossip", "--without-mingle", "--without-heartbeat"]
-            proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT,
+            proc = subprocess.Popen(cmd, env=env or self.env, cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=self.log)
         else:
             proc = spawn("tests.cluster.queue_nodes:serve", self.stop_file,
@@ -254,3 +255,26 @@ def test_row_committed_without_dispatch_is_picked_up(queue):
     event = Event.objects.create(channel="npq-count", payload={})
     assert wait_done(event.pk).status == "succeeded"
     assert len(queue_nodes.runs(event.pk)) == 1
+
+
+def test_prefork_child_killed_mid_event_runs_it_again(cluster, queue):
+    if not cluster.celery:
+        pytest.skip("the prefork pool is Celery's")
+    # A queue of its own, served by a prefork worker with one child.
+    config = {**cluster.config, "OPTIONS": {
+        **cluster.config["OPTIONS"], "QUEUE": CELERY_QUEUE + "-prefork"}}
+    env = child_env(COORDINATION_EVENT_QUEUE=json.dumps(config))
+    worker = cluster.start_worker("prefork", config["OPTIONS"]["QUEUE"], env)
+    from django.conf import settings
+
+    with override_settings(COORDINATION={**settings.COORDINATION,
+                                         "EVENT_QUEUE": config}):
+        services.event_queue.subscribe(
+            "npq-kill", process=queue_nodes.kill_me, idle=lambda: False)
+        event_id = services.event_queue.publish("npq-kill", {})
+        (first,) = wait_for(lambda: queue_nodes.runs(event_id), 60)
+        os.kill(int(first[4]), signal.SIGKILL)  # the pool's child
+        event = wait_done(event_id, timeout=60)
+    assert (event.status, event.attempts) == ("succeeded", 2)
+    assert worker.poll() is None  # the parent lives on
+    assert queue_nodes.runs(event_id)[1][4] != first[4]
