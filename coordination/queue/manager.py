@@ -378,8 +378,7 @@ class EventQueue:
         context = self._running.get(event.pk) or self.hold(event)
         if context.signal.aborted:
             # Cancelled (or lost) while it waited for a worker.
-            self._running.pop(event.pk, None)
-            (self._subscriptions.get(event.channel) or sub).release()
+            self.release(event, sub)
             return None
         timer = None
         if event.timeout:
@@ -392,13 +391,17 @@ class EventQueue:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._running.pop(event.pk, None)
-            # A subscribe() meanwhile moved the count to the new subscription.
-            (self._subscriptions.get(event.channel) or sub).release()
+            self.release(event, sub)
         if error is None and successes is not None and context.signal.reason is None:
             successes.append(event)
             return store.SUCCEEDED
         return self._record(event, context, error)
+
+    def release(self, event: Event, sub: Subscription) -> None:
+        """Forget a held event and free its slot on the channel."""
+        self._running.pop(event.pk, None)
+        # A subscribe() meanwhile moved the count to the new subscription.
+        (self._subscriptions.get(event.channel) or sub).release()
 
     def _call(self, sub, event, context):
         tidy_connections()

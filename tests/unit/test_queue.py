@@ -8,7 +8,7 @@ import datetime
 import threading
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from coordination.exceptions import (
@@ -421,16 +421,52 @@ def test_lease_is_renewed_while_a_long_event_runs():
 def test_async_twins(queue):
     import asyncio
 
+    from asgiref.sync import sync_to_async
+
     calls = []
     queue.subscribe("c", process=record(calls))
 
     async def main():
         event_id = await queue.apublish("c", {"from": "async"}, max_retries=1)
-        return event_id
+        await sync_to_async(wait_done)(event_id)
+        event = await queue.aget(event_id)
+        changed = (await queue.acancel(event_id), await queue.aretry(event_id))
+        # sync_to_async ran the ORM in its own thread: close its connection.
+        await sync_to_async(connections.close_all)()
+        return event, changed
 
-    event_id = asyncio.run(main())
-    assert wait_done(event_id).status == "succeeded"
-    event = asyncio.run(queue.aget(event_id))
-    assert event.payload == {"from": "async"}
-    assert asyncio.run(queue.acancel(event_id)) is False
-    assert asyncio.run(queue.aretry(event_id)) is False
+    event, changed = asyncio.run(main())
+    assert (event.status, event.payload) == ("succeeded", {"from": "async"})
+    assert changed == (False, False)
+    assert len(calls) == 1
+
+
+def test_stop_gives_back_events_claimed_ahead():
+    started, release = threading.Event(), threading.Event()
+
+    def process(payload, context):
+        started.set()
+        release.wait(30)
+
+    with queue_settings(WORKERS=1, PREFETCH=5):
+        queue = services.event_queue
+        queue.subscribe("c", process=process, concurrency=None)
+        with transaction.atomic():
+            ids = [queue.publish("c", n) for n in range(4)]
+        assert started.wait(30)
+        wait_for(lambda: Event.objects.filter(status="running").count() == 4)
+        def stop():
+            services.stop()
+            connections.close_all()
+
+        stopping = threading.Thread(target=stop)
+        stopping.start()
+        # The three waiting events go back while the first one still runs.
+        wait_for(lambda: Event.objects.filter(status="pending").count() == 3)
+        release.set()
+        stopping.join(30)
+        states = [status_of(i) for i in ids]
+        assert states[0] == "succeeded"
+        assert states[1:] == ["pending"] * 3
+        assert set(Event.objects.filter(pk__in=ids[1:]).values_list(
+            "attempts", flat=True)) == {0}

@@ -99,10 +99,29 @@ class DatabaseBackend(BaseQueueBackend):
             self._wake.set()
         if fetcher is not None and fetcher.is_alive():
             fetcher.join(30)
+        if pool:
+            self._give_back()
         for _ in pool or ():
             self._jobs.put(None)
         for thread in pool or ():
             thread.join()
+
+    def _give_back(self):
+        # Claimed ahead but not started: release them for other instances
+        # rather than make stop() wait for them.
+        while True:
+            try:
+                event, sub = self._jobs.get_nowait()
+            except queue_module.Empty:
+                return
+            try:
+                store.unclaim(event)
+            except Exception:
+                logger.exception("Giving back event=%s failed; its lease will "
+                                 "expire", event.pk, extra={"action": "stop"})
+            self.queue.release(event, sub)
+            with self._lock:
+                self._busy -= 1
 
     def dispatch(self, event):
         delay = (event.run_after - timezone.now()).total_seconds()
