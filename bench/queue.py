@@ -164,13 +164,18 @@ def stop(*procs):
             proc.kill()
 
 
-def purge(app):
-    from kombu import Queue
+def purge(app, delete=False):
+    from kombu import Exchange, Queue
 
     with app.connection_for_write() as conn:
-        bound = Queue(QUEUE)(conn.default_channel)
+        # As Celery declares a queue it was not told about.
+        bound = Queue(QUEUE, Exchange(QUEUE), QUEUE)(conn.default_channel)
         bound.declare()
-        bound.purge()
+        if delete:
+            bound.delete()
+            bound.exchange.delete()
+        else:
+            bound.purge()
 
 
 def rate(count, seconds):
@@ -317,6 +322,7 @@ def main():
         with override_settings(COORDINATION={"APP_NAME": "bench", "EVENT_QUEUE": {
                 "BACKEND": "database", "OPTIONS": {"POLL_INTERVAL": 0.05}}}):
             bench_sqlite(rows, tmp)
+    purge(APP, delete=True)
     print(f"\nEvent queue benchmark (database: {connection.vendor}, broker: "
           f"{BROKER.split('@')[-1]}, {'quick' if QUICK else 'full'} run)\n")
     widths = [max(len(str(r[i])) for r in rows) for i in range(5)]

@@ -99,15 +99,21 @@ class Cluster:
         })
 
 
-def purge(config):
+def purge(config, delete=False):
     from django.utils.module_loading import import_string
-    from kombu import Queue
+    from kombu import Exchange, Queue
 
     app = import_string(config["OPTIONS"]["APP"])
     with app.connection_for_write() as conn:
-        bound = Queue(CELERY_QUEUE)(conn.default_channel)
-        bound.declare()
-        bound.purge()
+        for name in (CELERY_QUEUE, CELERY_QUEUE + "-prefork"):
+            # As Celery declares a queue it was not told about.
+            bound = Queue(name, Exchange(name), name)(conn.default_channel)
+            bound.declare()
+            if delete:
+                bound.delete()
+                bound.exchange.delete()
+            else:
+                bound.purge()
 
 
 @pytest.fixture(scope="module", params=list(BACKENDS))
@@ -132,6 +138,8 @@ def cluster(request, django_db_setup, django_db_blocker, tmp_path_factory):
     cluster.start_worker()
     yield cluster
     cluster.close()
+    if cluster.celery:
+        purge(cluster.config, delete=True)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.db import transaction
 from django.utils.module_loading import import_string
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from coordination.services import services
 from tests.support.queue import queue_settings, wait_for
@@ -21,13 +21,15 @@ def broker(request):
     name = f"npq-int-{uuid.uuid4().hex[:8]}"
     app = import_string(app_path)
     with app.connection_for_write() as conn:
-        bound = Queue(name)(conn.default_channel)
+        # As Celery declares a queue it was not told about.
+        bound = Queue(name, Exchange(name), name)(conn.default_channel)
         bound.declare()
         with queue_settings("celery", APP=app_path, QUEUE=name):
             queue = services.event_queue
             queue.subscribe("c", process=lambda p, c: None, idle=lambda: False)
             yield queue, bound
         bound.delete()
+        bound.exchange.delete()
 
 
 def next_message(bound):
