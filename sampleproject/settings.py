@@ -71,6 +71,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes share the file: wait for the write lock instead of
     # failing at once.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # Take the write lock when a transaction begins: a transaction that
+    # read first and writes later would fail at once ("database is
+    # locked") while another process writes, instead of waiting.
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
 
 REDIS_URL = env("REDIS_URL", default=None)
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=None)

@@ -59,6 +59,10 @@ _default_db = f"sqlite:///{BASE_DIR / '.test-db.sqlite3'}"
 DATABASES = {"default": env.db("DATABASE_URL", default=_default_db)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 30)
+    # Take the write lock when a transaction begins: a transaction that
+    # read first and writes later would fail at once ("database is
+    # locked") while another process writes, instead of waiting.
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     # A file, not memory, so that child processes open the same database.
     # (Child processes get DATABASE_URL pointing at it directly.)
     DATABASES["default"]["TEST"] = {

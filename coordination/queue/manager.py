@@ -12,7 +12,8 @@ import traceback
 from functools import partial
 from typing import Any, Callable
 
-from django.db import close_old_connections, connections, transaction
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
 from django.utils import timezone
 
 from .. import backends
@@ -156,7 +157,7 @@ class EventQueue:
                 f"call event_queue.subscribe({channel!r}, process=...) first "
                 "(every instance that publishes or processes must subscribe)."
             )
-        dumps(payload, what="event payload")
+        size = len(dumps(payload, what="event payload"))
         _check_seconds("timeout", timeout)
         _check_seconds("delay", delay, zero=True)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or (
@@ -174,11 +175,11 @@ class EventQueue:
             timeout=timeout, created=now, run_after=run_after,
             dispatched_at=now if backend.sends_at_once(delay or 0) else None,
         )
-        event.save(using=alias, force_insert=True)
+        store.insert(event, alias)
         transaction.on_commit(partial(self._dispatch, event), using=alias)
         logger.debug(
-            "Published event=%s channel=%s size=%s", event.pk, channel,
-            len(dumps(payload)), extra={"action": "publish"},
+            "Published event=%s channel=%s size=%s", event.pk, channel, size,
+            extra={"action": "publish"},
         )
         return event.pk
 
@@ -219,6 +220,55 @@ class EventQueue:
         transaction.on_commit(partial(self._abort, event_id, CANCELLED),
                               using=alias)
         return True
+
+    def purge(self, *, status: str | None = None, channel: str | None = None,
+              using: str | None = None) -> int:
+        """Delete finished events (one ``status`` of them); return how many.
+
+        Pending and running events are never purged: cancel them first.
+        """
+        finished = (store.SUCCEEDED, store.FAILED, store.CANCELLED)
+        if status is not None and status not in finished:
+            raise ValueError(
+                f"Only finished events can be purged; status must be one of "
+                f"{', '.join(finished)}, not {status!r}. Cancel pending or "
+                "running events first."
+            )
+        qs = Event.objects.using(using or store.db_alias()).filter(
+            status__in=[status] if status else finished
+        )
+        if channel is not None:
+            qs = qs.filter(channel=channel)
+        deleted, _ = qs.delete()
+        logger.info("Purged %s events status=%s channel=%s", deleted, status,
+                    channel, extra={"action": "purge"})
+        return deleted
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Event counts: {channel: {status: count}}."""
+        from django.db.models import Count
+
+        counts: dict[str, dict[str, int]] = {}
+        rows = Event.objects.using(store.db_alias(False)).values(
+            "channel", "status").annotate(n=Count("id")).order_by("channel")
+        for row in rows:
+            counts.setdefault(row["channel"], {})[row["status"]] = row["n"]
+        return counts
+
+    # Async twins, for async views and consumers: the ORM work runs in
+    # Django's thread for sync code, as sync_to_async does everywhere.
+
+    async def apublish(self, channel: str, payload: Any, **options) -> int:
+        return await sync_to_async(self.publish)(channel, payload, **options)
+
+    async def aget(self, event_id: int) -> Event | None:
+        return await sync_to_async(self.get)(event_id)
+
+    async def aretry(self, event_id: int, **options) -> bool:
+        return await sync_to_async(self.retry)(event_id, **options)
+
+    async def acancel(self, event_id: int, **options) -> bool:
+        return await sync_to_async(self.cancel)(event_id, **options)
 
     def _abort(self, event_id, reason):
         context = self._running.get(event_id)
@@ -281,7 +331,7 @@ class EventQueue:
                     self.owner, extra={"action": "renew"},
                 )
             finally:
-                close_old_connections()
+                tidy_connections()
         connections.close_all()
 
     def _renew(self):
@@ -305,33 +355,56 @@ class EventQueue:
 
     # Running events (called by the backends)
 
-    def execute(self, event: Event, sub: Subscription) -> str | None:
+    def hold(self, event: Event) -> Context:
+        """Register a claimed event: its lease is renewed from now on.
+
+        A backend that claims several events at once holds them all, so a
+        cancel reaches them before they start.
+        """
+        context = Context(event.pk, event.attempts - 1, event.channel)
+        self._running[event.pk] = context
+        self._ensure_keeper()
+        return context
+
+    def execute(self, event: Event, sub: Subscription,
+                successes: list | None = None) -> str | None:
         """Run a claimed event's handler and record the outcome.
 
         The caller reserved a slot on ``sub``; it is released here. Returns
-        the new status (None when the row was no longer ours).
+        the new status (None when the row was no longer ours). With a
+        ``successes`` list, a success is appended to it instead of written,
+        for the caller to record several at once (``store.succeed_many``).
         """
-        self._ensure_keeper()
-        context = Context(event.pk, event.attempts - 1, event.channel)
+        context = self._running.get(event.pk) or self.hold(event)
+        if context.signal.aborted:
+            # Cancelled (or lost) while it waited for a worker.
+            self.release(event, sub)
+            return None
         timer = None
         if event.timeout:
             timer = threading.Timer(event.timeout, context.signal.abort, (TIMEOUT,))
             timer.daemon = True
             timer.start()
-        self._running[event.pk] = context
         error = None
         try:
             error = self._call(sub, event, context)
         finally:
             if timer is not None:
                 timer.cancel()
-            self._running.pop(event.pk, None)
-            # A subscribe() meanwhile moved the count to the new subscription.
-            (self._subscriptions.get(event.channel) or sub).release()
+            self.release(event, sub)
+        if error is None and successes is not None and context.signal.reason is None:
+            successes.append(event)
+            return store.SUCCEEDED
         return self._record(event, context, error)
 
+    def release(self, event: Event, sub: Subscription) -> None:
+        """Forget a held event and free its slot on the channel."""
+        self._running.pop(event.pk, None)
+        # A subscribe() meanwhile moved the count to the new subscription.
+        (self._subscriptions.get(event.channel) or sub).release()
+
     def _call(self, sub, event, context):
-        close_old_connections()
+        tidy_connections()
         started = time.monotonic()
         try:
             result = sub.process(event.payload, context)
@@ -348,7 +421,7 @@ class EventQueue:
                 event.channel, context.attempt, time.monotonic() - started,
                 extra={"action": "run"},
             )
-            close_old_connections()
+            tidy_connections()
 
     def _record(self, event, context, error):
         reason = context.signal.reason
@@ -381,6 +454,28 @@ class EventQueue:
 
     def running(self) -> list[int]:
         return list(self._running)
+
+
+def tidy_connections():
+    """Drop database connections a handler broke; keep healthy ones open.
+
+    Background threads keep their connections across events (reconnecting
+    per event costs more than a no-op event). A connection that saw an
+    error and no longer answers, or that a handler left inside a
+    transaction, is closed, so the next query opens a fresh one.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if conn.in_atomic_block or (
+            conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]
+        ):
+            conn.close()
+        elif conn.errors_occurred:
+            if conn.is_usable():
+                conn.errors_occurred = False
+            else:
+                conn.close()
 
 
 async def _await(awaitable):

@@ -33,12 +33,12 @@ BACKENDS = {
     "celery-amqp": {"BACKEND": "celery", "OPTIONS": {
         **{k: v for k, v in COMMON.items() if k != "POLL_INTERVAL"},
         "APP": "tests.celery_app.amqp_app", "QUEUE": CELERY_QUEUE,
-        "HOLD_DELAY": 0.05,
+        "HOLD_DELAY": 0.05, "BROKER_DELAY_MAX": 0.5,
     }},
     "celery-redis": {"BACKEND": "celery", "OPTIONS": {
         **{k: v for k, v in COMMON.items() if k != "POLL_INTERVAL"},
         "APP": "tests.celery_app.redis_app", "QUEUE": CELERY_QUEUE,
-        "HOLD_DELAY": 0.05,
+        "HOLD_DELAY": 0.05, "BROKER_DELAY_MAX": 0.5,
     }},
 }
 
@@ -58,14 +58,15 @@ class Cluster:
     def celery(self):
         return self.config["BACKEND"] == "celery"
 
-    def start_worker(self):
+    def start_worker(self, pool="threads", queue=CELERY_QUEUE, env=None):
         if self.celery:
             app = self.config["OPTIONS"]["APP"].rsplit(".", 1)[1]
             cmd = [sys.executable, "-m", "celery", "-A", f"tests.celery_app:{app}",
-                   "worker", "-Q", CELERY_QUEUE, "-P", "threads", "-c", "4",
+                   "worker", "-Q", queue, "-P", pool, "-c", "1" if pool == "prefork"
+                   else "4",
                    "-n", f"npq-{uuid.uuid4().hex[:8]}@%h", "-l", "warning",
                    "--without-gossip", "--without-mingle", "--without-heartbeat"]
-            proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT,
+            proc = subprocess.Popen(cmd, env=env or self.env, cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=self.log)
         else:
             proc = spawn("tests.cluster.queue_nodes:serve", self.stop_file,
@@ -98,15 +99,21 @@ class Cluster:
         })
 
 
-def purge(config):
+def purge(config, delete=False):
     from django.utils.module_loading import import_string
-    from kombu import Queue
+    from kombu import Exchange, Queue
 
     app = import_string(config["OPTIONS"]["APP"])
     with app.connection_for_write() as conn:
-        bound = Queue(CELERY_QUEUE)(conn.default_channel)
-        bound.declare()
-        bound.purge()
+        for name in (CELERY_QUEUE, CELERY_QUEUE + "-prefork"):
+            # As Celery declares a queue it was not told about.
+            bound = Queue(name, Exchange(name), name)(conn.default_channel)
+            bound.declare()
+            if delete:
+                bound.delete()
+                bound.exchange.delete()
+            else:
+                bound.purge()
 
 
 @pytest.fixture(scope="module", params=list(BACKENDS))
@@ -131,6 +138,8 @@ def cluster(request, django_db_setup, django_db_blocker, tmp_path_factory):
     cluster.start_worker()
     yield cluster
     cluster.close()
+    if cluster.celery:
+        purge(cluster.config, delete=True)
 
 
 @pytest.fixture
@@ -238,3 +247,42 @@ def test_worker_killed_mid_event_runs_it_again(cluster, queue):
     assert (event.status, event.attempts) == ("succeeded", 2)
     second = queue_nodes.runs(event_id)[1]
     assert second[1] != first[1] and second[2] == 1
+
+
+def test_long_delay_waits_in_the_database_then_runs(cluster, queue):
+    event_id = queue.publish("npq-count", {}, delay=1.0)
+    if cluster.celery:
+        # Longer than BROKER_DELAY_MAX: no message yet, housekeeping sends it.
+        assert Event.objects.get(pk=event_id).dispatched_at is None
+    event = wait_done(event_id)
+    assert event.status == "succeeded" and event.started >= event.run_after
+
+
+def test_row_committed_without_dispatch_is_picked_up(queue):
+    # As left by a publisher that died between its commit and the dispatch.
+    event = Event.objects.create(channel="npq-count", payload={})
+    assert wait_done(event.pk).status == "succeeded"
+    assert len(queue_nodes.runs(event.pk)) == 1
+
+
+def test_prefork_child_killed_mid_event_runs_it_again(cluster, queue):
+    if not cluster.celery:
+        pytest.skip("the prefork pool is Celery's")
+    # A queue of its own, served by a prefork worker with one child.
+    config = {**cluster.config, "OPTIONS": {
+        **cluster.config["OPTIONS"], "QUEUE": CELERY_QUEUE + "-prefork"}}
+    env = child_env(COORDINATION_EVENT_QUEUE=json.dumps(config))
+    worker = cluster.start_worker("prefork", config["OPTIONS"]["QUEUE"], env)
+    from django.conf import settings
+
+    with override_settings(COORDINATION={**settings.COORDINATION,
+                                         "EVENT_QUEUE": config}):
+        services.event_queue.subscribe(
+            "npq-kill", process=queue_nodes.kill_me, idle=lambda: False)
+        event_id = services.event_queue.publish("npq-kill", {})
+        (first,) = wait_for(lambda: queue_nodes.runs(event_id), 60)
+        os.kill(int(first[4]), signal.SIGKILL)  # the pool's child
+        event = wait_done(event_id, timeout=60)
+    assert (event.status, event.attempts) == ("succeeded", 2)
+    assert worker.poll() is None  # the parent lives on
+    assert queue_nodes.runs(event_id)[1][4] != first[4]

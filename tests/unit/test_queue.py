@@ -8,7 +8,7 @@ import datetime
 import threading
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from coordination.exceptions import (
@@ -381,3 +381,92 @@ def test_stop_waits_for_running_events(queue):
     # Subscriptions stay; start() resumes.
     services.start()
     assert wait_done(queue.publish("c", {})).status == "succeeded"
+
+
+def test_system_checks_name_bad_event_queue_options():
+    from django.test import override_settings
+
+    from coordination.checks import check_settings
+
+    def queue_errors(section):
+        with override_settings(COORDINATION={"EVENT_QUEUE": section}):
+            return [e.msg for e in check_settings() if "EVENT_QUEUE" in e.msg]
+
+    assert queue_errors({"BACKEND": "database"}) == []
+    assert queue_errors({"BACKEND": "celery", "OPTIONS": {"QUEUE": "q"}}) == []
+    (msg,) = queue_errors({"BACKEND": "database", "OPTIONS": {"WORKERS": 0}})
+    assert "WORKERS" in msg and "int >= 1" in msg
+    (msg,) = queue_errors({"BACKEND": "database", "OPTIONS": {"QUEUE": "q"}})
+    assert "'QUEUE'" in msg and "WORKERS" in msg
+    (msg,) = queue_errors({"BACKEND": "celery", "OPTIONS": {"RETRY_DELAY": -1}})
+    assert "RETRY_DELAY" in msg
+    (msg,) = queue_errors({"BACKEND": "rabbit"})
+    assert "celery, database" in msg
+
+
+def test_lease_is_renewed_while_a_long_event_runs():
+    calls = []
+
+    def process(payload, context):
+        calls.append(context.attempt)
+        context.signal.wait(1.0)  # twice the lease
+
+    with queue_settings(LEASE=0.5):
+        queue = services.event_queue
+        queue.subscribe("c", process=process)
+        event = wait_done(queue.publish("c", {}))
+    assert (event.status, event.attempts, calls) == ("succeeded", 1, [0])
+
+
+def test_async_twins(queue):
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    calls = []
+    queue.subscribe("c", process=record(calls))
+
+    async def main():
+        event_id = await queue.apublish("c", {"from": "async"}, max_retries=1)
+        await sync_to_async(wait_done)(event_id)
+        event = await queue.aget(event_id)
+        changed = (await queue.acancel(event_id), await queue.aretry(event_id))
+        # sync_to_async ran the ORM in its own thread: close its connection.
+        await sync_to_async(connections.close_all)()
+        return event, changed
+
+    event, changed = asyncio.run(main())
+    assert (event.status, event.payload) == ("succeeded", {"from": "async"})
+    assert changed == (False, False)
+    assert len(calls) == 1
+
+
+def test_stop_gives_back_events_claimed_ahead():
+    started, release = threading.Event(), threading.Event()
+
+    def process(payload, context):
+        started.set()
+        release.wait(30)
+
+    with queue_settings(WORKERS=1, PREFETCH=5):
+        queue = services.event_queue
+        queue.subscribe("c", process=process, concurrency=None)
+        with transaction.atomic():
+            ids = [queue.publish("c", n) for n in range(4)]
+        assert started.wait(30)
+        wait_for(lambda: Event.objects.filter(status="running").count() == 4)
+        def stop():
+            services.stop()
+            connections.close_all()
+
+        stopping = threading.Thread(target=stop)
+        stopping.start()
+        # The three waiting events go back while the first one still runs.
+        wait_for(lambda: Event.objects.filter(status="pending").count() == 3)
+        release.set()
+        stopping.join(30)
+        states = [status_of(i) for i in ids]
+        assert states[0] == "succeeded"
+        assert states[1:] == ["pending"] * 3
+        assert set(Event.objects.filter(pk__in=ids[1:]).values_list(
+            "attempts", flat=True)) == {0}

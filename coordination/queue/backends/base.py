@@ -40,7 +40,10 @@ class BaseQueueBackend:
 
     To run an event, a backend reserves a slot on the channel's
     ``Subscription``, claims the row with ``store.claim`` and calls
-    ``queue.execute(event, subscription)``.
+    ``queue.execute(event, subscription)``. Events claimed ahead of a free
+    worker are registered with ``queue.hold(event)`` (their leases are then
+    renewed and a cancel reaches them); one given back unrun goes through
+    ``store.unclaim`` and ``queue.release``.
     """
 
     required_options: tuple = ()

@@ -131,42 +131,39 @@ class CeleryBackend(BaseQueueBackend):
             self.send(event_id, countdown, timeout)
 
     def run(self, event_id):
-        """The task body: claim the event if it is runnable here, run it."""
-        row = Event.objects.using(store.db_alias()).filter(pk=event_id).values(
-            "channel", "status", "run_after", "timeout"
-        ).first()
-        if row is None or row["status"] not in (store.PENDING, store.RUNNING):
-            return None  # rolled back, purged, done: a late duplicate
-        sub = self.queue.subscription(row["channel"])
+        """The task body: claim the event, run it if this worker may."""
+        claimed = store.claim(
+            self.queue.owner, self.options["LEASE"], event_id=event_id,
+            max_lost=self.options["MAX_LOST"],
+        )
+        if not claimed:
+            self._not_claimed(event_id)
+            return None
+        event = claimed[0]
+        sub = self.queue.subscription(event.channel)
+        if sub is not None and sub.accepts_work() and sub.reserve():
+            return self.queue.execute(event, sub)
+        # Not here, not now: give the claim back untouched.
+        store.unclaim(event)
         if sub is None:
             logger.error(
                 "No subscription for channel=%s in this worker (event=%s); "
                 "subscribe it in every worker. The event stays pending and "
-                "is sent again later", row["channel"], event_id,
+                "is sent again later", event.channel, event_id,
                 extra={"action": "unsubscribed"},
             )
-            return None
-        if not sub.accepts_work() or not sub.reserve():
-            self.send(event_id, self.options["HOLD_DELAY"], row["timeout"])
-            return None
-        try:
-            claimed = store.claim(
-                self.queue.owner, self.options["LEASE"], event_id=event_id,
-                max_lost=self.options["MAX_LOST"],
-            )
-        except Exception:
-            sub.release()
-            raise
-        if not claimed:
-            sub.release()
-            self._not_claimed(event_id, row)
-            return None
-        return self.queue.execute(claimed[0], sub)
+        else:
+            self.send(event_id, self.options["HOLD_DELAY"], event.timeout)
+        return None
 
-    def _not_claimed(self, event_id, row):
-        # Running elsewhere with a live lease: that runner records it.
-        # Pending but not yet due (sent early, or clocks differ): wait.
-        if row["status"] != store.PENDING:
+    def _not_claimed(self, event_id):
+        # Gone (rolled back, purged), finished (a duplicate message), or
+        # running elsewhere with a live lease: that runner records it.
+        # Pending but not due yet (sent early, or clocks differ): wait.
+        row = Event.objects.using(store.db_alias()).filter(
+            pk=event_id, status=store.PENDING
+        ).values("run_after", "timeout").first()
+        if row is None:
             return
         delay = (row["run_after"] - timezone.now()).total_seconds()
         if 0 < delay <= self.options["BROKER_DELAY_MAX"]:
@@ -175,5 +172,3 @@ class CeleryBackend(BaseQueueBackend):
             Event.objects.using(store.db_alias()).filter(
                 pk=event_id, status=store.PENDING
             ).update(dispatched_at=None)
-        else:
-            logger.debug("event=%s not claimable now", event_id)

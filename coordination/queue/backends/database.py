@@ -14,23 +14,40 @@ import threading
 import time
 import queue as queue_module
 
-from django.db import close_old_connections, connections
+from django.db import connections
 from django.utils import timezone
 
 from .. import store
+from ..manager import tidy_connections
 from .base import COMMON_OPTIONS, BaseQueueBackend
 
 logger = logging.getLogger(__name__)
 
 
 class DatabaseBackend(BaseQueueBackend):
-    allowed_options = set(COMMON_OPTIONS) | {"WORKERS", "POLL_INTERVAL"}
-    defaults = {**COMMON_OPTIONS, "WORKERS": 4, "POLL_INTERVAL": 1.0}
+    allowed_options = set(COMMON_OPTIONS) | {"WORKERS", "POLL_INTERVAL", "PREFETCH"}
+    defaults = {
+        **COMMON_OPTIONS,
+        "WORKERS": 4,
+        "POLL_INTERVAL": 1.0,
+        # Events claimed ahead of free workers, so one query claims many.
+        # None: max(WORKERS, 8). Use 0 for long handlers, so that no event
+        # waits here behind them while another instance is idle.
+        "PREFETCH": None,
+    }
     number_options = BaseQueueBackend.number_options + ("POLL_INTERVAL",)
 
     @classmethod
     def validate_options(cls, options):
         errors = super().validate_options(options)
+        prefetch = options.get("PREFETCH")
+        if prefetch is not None and (
+            isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0
+        ):
+            errors.append(
+                f'COORDINATION["EVENT_QUEUE"]["OPTIONS"]["PREFETCH"] is '
+                f"{prefetch!r}; it must be an int >= 0 or None."
+            )
         workers = options.get("WORKERS", 4)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             errors.append(
@@ -82,10 +99,29 @@ class DatabaseBackend(BaseQueueBackend):
             self._wake.set()
         if fetcher is not None and fetcher.is_alive():
             fetcher.join(30)
+        if pool:
+            self._give_back()
         for _ in pool or ():
             self._jobs.put(None)
         for thread in pool or ():
             thread.join()
+
+    def _give_back(self):
+        # Claimed ahead but not started: release them for other instances
+        # rather than make stop() wait for them.
+        while True:
+            try:
+                event, sub = self._jobs.get_nowait()
+            except queue_module.Empty:
+                return
+            try:
+                store.unclaim(event)
+            except Exception:
+                logger.exception("Giving back event=%s failed; its lease will "
+                                 "expire", event.pk, extra={"action": "stop"})
+            self.queue.release(event, sub)
+            with self._lock:
+                self._busy -= 1
 
     def dispatch(self, event):
         delay = (event.run_after - timezone.now()).total_seconds()
@@ -113,7 +149,7 @@ class DatabaseBackend(BaseQueueBackend):
                     self.queue.owner, extra={"action": "claim"},
                 )
             finally:
-                close_old_connections()
+                tidy_connections()
         connections.close_all()
 
     def _next_wait(self, failures):
@@ -129,14 +165,22 @@ class DatabaseBackend(BaseQueueBackend):
                 wait = min(wait, left)
         return wait
 
+    @property
+    def capacity(self):
+        prefetch = self.options["PREFETCH"]
+        workers = self.options["WORKERS"]
+        return workers + (max(workers, 8) if prefetch is None else prefetch)
+
     def _fill(self):
-        """Claim events while workers and channel slots are free."""
+        """Claim events while workers (and channel slots) are free."""
         lease, max_lost = self.options["LEASE"], self.options["MAX_LOST"]
         while not self._stopping.is_set():
             claimed = 0
             for sub in list(self.queue._subscriptions.values()):
-                free = self.options["WORKERS"] - self._busy
-                if free <= 0:
+                free = self.capacity - self._busy
+                # Refill in batches, unless the workers are about to idle.
+                if free <= 0 or (free < self.capacity // 2
+                                 and self._busy > self.options["WORKERS"]):
                     return
                 if not sub.accepts_work():
                     continue
@@ -152,6 +196,7 @@ class DatabaseBackend(BaseQueueBackend):
                 if len(rows) < wanted:
                     sub.release(wanted - len(rows))
                 for row in rows:
+                    self.queue.hold(row)
                     with self._lock:
                         self._busy += 1
                     self._jobs.put((row, sub))
@@ -160,16 +205,41 @@ class DatabaseBackend(BaseQueueBackend):
                 return
 
     def _work(self):
+        # Successes are written in batches while more work is waiting, and
+        # at once when the worker runs out of it.
+        successes = []
+        first = 0.0
         while True:
             job = self._jobs.get()
             if job is None:
                 break
-            self._run(*job)
+            self._run(*job, successes)
+            if successes and not first:
+                first = time.monotonic()
+            if successes and (len(successes) >= 50 or self._jobs.empty()
+                              or time.monotonic() - first > 0.1):
+                self._flush(successes)
+                first = 0.0
+        self._flush(successes)
         connections.close_all()
 
-    def _run(self, event, sub):
+    def _flush(self, successes):
+        if not successes:
+            return
         try:
-            self.queue.execute(event, sub)
+            store.succeed_many(successes)
+        except Exception:
+            logger.exception(
+                "Recording %s successes failed; their leases will expire and "
+                "they run again", len(successes), extra={"action": "record"},
+            )
+        finally:
+            successes.clear()
+            self._wake.set()
+
+    def _run(self, event, sub, successes):
+        try:
+            self.queue.execute(event, sub, successes)
         except Exception:
             logger.exception(
                 "Recording the outcome failed event=%s channel=%s; the lease "
