@@ -3,6 +3,7 @@
 import functools
 import logging
 import threading
+import time
 
 from django.apps import apps
 from django.db import DEFAULT_DB_ALIAS, router, transaction
@@ -18,6 +19,10 @@ logger = logging.getLogger(__name__)
 # A plugin may not take this name.
 STATE_CHANNEL = "nocoplugins:state"
 
+# Pub/sub is at most once: an instance that misses an announcement must still
+# converge, so cached enabled state is read again after this many seconds.
+STATE_MAX_AGE = 30.0
+
 
 class PluginManager:
     """Every plugin of the project, in INSTALLED_APPS order.
@@ -32,6 +37,7 @@ class PluginManager:
         self._plugins = {}
         self._loaded = False
         self._enabled = None  # name -> bool, read lazily
+        self._enabled_read_at = 0.0
         self._state_lock = threading.RLock()
         self._sync_handlers = {}  # plugin name -> its stable handler
 
@@ -145,10 +151,12 @@ class PluginManager:
     def is_enabled(self, name):
         self.get(name)
         with self._state_lock:
-            if self._enabled is None:
+            stale = time.monotonic() - self._enabled_read_at > STATE_MAX_AGE
+            if self._enabled is None or stale:
                 self._enabled = dict(
                     self._state_model().objects.values_list("name", "enabled")
                 )
+                self._enabled_read_at = time.monotonic()
             if name not in self._enabled:
                 # Forgotten by refresh(name), or no row yet (enabled).
                 enabled = self._state_model().objects.filter(name=name).values_list(
@@ -223,7 +231,7 @@ class PluginManager:
             self.app.sync_message_manager.publish(STATE_CHANNEL, message, using=using)
         except Exception:
             # The change is committed; instances that missed the message
-            # see it after a restart or their next refresh().
+            # re-read it within STATE_MAX_AGE seconds.
             logger.error(
                 "Could not announce plugin=%s enabled=%s instance=%s", name,
                 enabled, self.app.instance_id, exc_info=True,

@@ -172,3 +172,18 @@ def test_plugins_command_unknown_name():
 
     with pytest.raises(CommandError, match="No plugin named 'zeta'"):
         call_command("plugins", "enable", "zeta")
+
+
+def test_cached_state_is_read_again_when_old(monkeypatch):
+    # An instance that missed the announcement (pub/sub is at most once)
+    # still converges: the cached state has a maximum age.
+    from nocoplugins import manager as manager_module
+
+    manager = fresh_manager()
+    assert manager.get("alpha").enabled is True
+    PluginState.objects.filter(name="alpha").update(enabled=False)
+    assert manager.get("alpha").enabled is True  # cached, young
+    now = manager_module.time.monotonic()
+    monkeypatch.setattr(manager_module.time, "monotonic",
+                        lambda: now + manager_module.STATE_MAX_AGE + 1)
+    assert manager.get("alpha").enabled is False
