@@ -58,7 +58,6 @@ def sample_cluster(tmp_path_factory, redis_url, amqp_url):
         "COORDINATION_APP_NAME": f"sample-{uuid.uuid4().hex[:8]}",
         "COORDINATION_HEARTBEAT": "1",
         "PYTHONUNBUFFERED": "1",
-        "DEBUG": "false",
     }
     env.pop("PYTHONPATH", None)
     log = io.StringIO()
