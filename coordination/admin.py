@@ -4,6 +4,10 @@ from django.contrib import admin
 
 from .models import Instance
 
+# Each service keeps its own module; importing it registers it.
+from .locks import admin as locks_admin  # noqa: F401
+from .queue import admin as queue_admin  # noqa: F401
+
 
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
@@ -24,8 +28,3 @@ class InstanceAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         self._alive = set(Instance.objects.alive())
         return super().get_queryset(request)
-
-
-# Each service keeps its own module; importing registers it.
-from .locks import admin as locks_admin  # noqa: E402, F401
-from .queue import admin as queue_admin  # noqa: E402, F401

@@ -5,6 +5,10 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
+# Each service keeps its own module; importing it registers it.
+from .locks.models import LockRecord  # noqa: F401
+from .queue.models import Event  # noqa: F401
+
 
 class InstanceQuerySet(models.QuerySet):
     def alive(self, now=None):
@@ -39,8 +43,3 @@ class Instance(models.Model):
     @property
     def alive(self):
         return Instance.objects.alive().filter(pk=self.pk).exists()
-
-
-# Each service keeps its own module; importing registers it.
-from .locks.models import LockRecord  # noqa: E402, F401
-from .queue.models import Event  # noqa: E402, F401

@@ -126,7 +126,7 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "coordination": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-        "nocoplugins": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+        name: {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")}
+        for name in ("coordination", "nocoplugins")
     },
 }

@@ -6,7 +6,6 @@ DATABASE_URL), the redis backend on REDIS_URL or a private redis-server.
 """
 
 import json
-import os
 import signal
 import time
 from pathlib import Path

@@ -67,16 +67,26 @@ def sample_cluster(tmp_path_factory, redis_url, amqp_url):
     try:
         cluster.prepare()
         subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), "shell", "-c",
-             "from django.contrib.auth.models import User; "
-             "User.objects.create_superuser('admin', 'a@example.com', 'admin')"],
-            env=env, cwd=ROOT, check=True,
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User; "
+                "User.objects.create_superuser('admin', 'a@example.com', 'admin')",
+            ],
+            env=env,
+            cwd=ROOT,
+            check=True,
         )
         cluster.start()
         clients = [Client(f"http://127.0.0.1:{port}") for port in ports]
         for client in clients:
-            wait_until(lambda c=client: c.get("/datasource/schema.json"),
-                       timeout=60, message=f"{client.base} to serve")
+            wait_until(
+                lambda c=client: c.get("/datasource/schema.json"),
+                timeout=60,
+                message=f"{client.base} to serve",
+            )
         yield clients
     finally:
         cluster.stop()
@@ -91,7 +101,9 @@ def schema(client):
 
 
 def test_instances_are_distinct_processes(sample_cluster):
-    ids = {client.get("/datasource/schema.json")["instance"] for client in sample_cluster}
+    ids = {
+        client.get("/datasource/schema.json")["instance"] for client in sample_cluster
+    }
     assert len(ids) == 3
 
 
@@ -100,31 +112,48 @@ def test_a_field_deleted_on_one_instance_leaves_every_instances_memory(sample_cl
     for field in ("title", "isbn"):
         web1.post("/datasource/fields/add", {"collection": "books", "name": field})
     for client in sample_cluster:
-        wait_until(lambda c=client: schema(c).get("books", {}).keys() >= {"title", "isbn"},
-                   message=f"{client.base} to learn the new fields")
+        wait_until(
+            lambda c=client: schema(c).get("books", {}).keys() >= {"title", "isbn"},
+            message=f"{client.base} to learn the new fields",
+        )
 
-    assert web2.post("/datasource/fields/delete",
-                     {"collection": "books", "name": "isbn"}) == {"deleted": True}
+    assert web2.post(
+        "/datasource/fields/delete", {"collection": "books", "name": "isbn"}
+    ) == {"deleted": True}
     for client in (web1, web3):
-        wait_until(lambda c=client: "isbn" not in schema(c)["books"],
-                   message=f"{client.base} to drop isbn from memory")
+        wait_until(
+            lambda c=client: "isbn" not in schema(c)["books"],
+            message=f"{client.base} to drop isbn from memory",
+        )
     assert schema(web1)["books"] == {"title": "string"}
 
 
 def test_a_task_started_on_one_instance_is_cancelled_from_another(sample_cluster):
     web1, web2, web3 = sample_cluster
-    task = web1.post("/tasks/start", {
-        "title": "long", "steps": 200, "step_seconds": 0.1,
-    })
+    task = web1.post(
+        "/tasks/start",
+        {
+            "title": "long",
+            "steps": 200,
+            "step_seconds": 0.1,
+        },
+    )
     running = wait_until(
-        lambda: (s := web2.get(f"/tasks/{task['id']}.json"))["status"] == "running"
-        and s["progress"] > 0 and s,
-        timeout=60, message="the task to run",
+        lambda: (
+            (s := web2.get(f"/tasks/{task['id']}.json"))["status"] == "running"
+            and s["progress"] > 0
+            and s
+        ),
+        timeout=60,
+        message="the task to run",
     )
     web3.post(f"/tasks/{task['id']}/cancel", {})
     done = wait_until(
-        lambda: (s := web1.get(f"/tasks/{task['id']}.json"))["status"] == "cancelled" and s,
-        timeout=30, message="the task to be cancelled",
+        lambda: (
+            (s := web1.get(f"/tasks/{task['id']}.json"))["status"] == "cancelled" and s
+        ),
+        timeout=30,
+        message="the task to be cancelled",
     )
     assert done["progress"] < done["steps"]
     assert running["instance"]
@@ -134,9 +163,13 @@ def test_dashboard_lists_all_four_instances(sample_cluster):
     web2 = sample_cluster[1]
     web2.login("admin", "admin")
     data = wait_until(
-        lambda: (d := web2.get("/admin/nocoplugins/clusterdashboard/data.json"))
-        and len(d["instances"]) >= 4 and d,
-        timeout=30, message="four live instances on the dashboard",
+        lambda: (
+            (d := web2.get("/admin/nocoplugins/clusterdashboard/data.json"))
+            and len(d["instances"]) >= 4
+            and d
+        ),
+        timeout=30,
+        message="four live instances on the dashboard",
     )
     kinds = sorted(i["kind"] for i in data["instances"])
     assert kinds.count("web") == 3 and "worker" in kinds, kinds
@@ -149,8 +182,11 @@ def test_dashboard_in_a_real_browser(sample_cluster):
     if not chromium.exists() or not driver_path.exists():
         from tests.support.servers import require
 
-        require("Chromium", str(chromium), "install the chromium and "
-                "chromium-driver packages (.ci/run does)")
+        require(
+            "Chromium",
+            str(chromium),
+            "install the chromium and chromium-driver packages (.ci/run does)",
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -158,10 +194,17 @@ def test_dashboard_in_a_real_browser(sample_cluster):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(chromium)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1280,1100"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1100",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(str(driver_path)), options=options)
     try:
@@ -171,7 +214,9 @@ def test_dashboard_in_a_real_browser(sample_cluster):
         browser.find_element(By.NAME, "password").send_keys("admin")
         browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
         wait = WebDriverWait(browser, 30)
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#instances tr code")) >= 4)
+        wait.until(
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, "#instances tr code")) >= 4
+        )
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#events-chart rect.bar"))
         assert "Cluster dashboard" in browser.title
         ARTIFACTS.mkdir(exist_ok=True)

@@ -50,7 +50,7 @@ def test_bad_interval_is_a_check_error():
 
 
 @pytest.mark.parametrize("argv, kind", [
-    (["/venv/lib/python3.12/site-packages/celery/__main__.py", "-A", "x", "worker"], "worker"),
+    (["/venv/lib/python3.12/site-packages/celery/__main__.py", "worker"], "worker"),
     (["/venv/bin/celery", "-A", "x", "worker"], "worker"),
     (["manage.py", "runserver", "--noreload"], "web"),
     (["manage.py", "migrate"], "migrate"),

@@ -6,12 +6,17 @@ from coordination.exceptions import ChannelNameError, PayloadError
 from coordination.names import canonical, dumps, loads, validate_name
 
 
-@pytest.mark.parametrize("name", ["a", "x" * 200, "plugin:users", "ключ", "a/b.c-d_e", "🔒"])
+@pytest.mark.parametrize(
+    "name", ["a", "x" * 200, "plugin:users", "ключ", "a/b.c-d_e", "🔒"]
+)
 def test_valid_names_pass_through(name):
     assert validate_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "x" * 201, "a b", "tab\there", "new\nline", "nul\x00", "bell\x07", "\u2003"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "x" * 201, "a b", "tab\there", "new\nline", "nul\x00", "bell\x07", "\u2003"],
+)
 def test_invalid_names_raise_channel_name_error(name):
     with pytest.raises(ChannelNameError):
         validate_name(name, "lock key")
@@ -30,14 +35,26 @@ def test_non_str_names_are_refused(name):
         validate_name(name)
 
 
-@pytest.mark.parametrize("value", [None, True, 0, -1.5, "s", [], {}, {"a": [1, {"b": None}]}, 2**70])
+@pytest.mark.parametrize(
+    "value", [None, True, 0, -1.5, "s", [], {}, {"a": [1, {"b": None}]}, 2**70]
+)
 def test_json_values_round_trip(value):
     assert loads(dumps(value)) == value
 
 
 @pytest.mark.parametrize(
     "value",
-    [object(), {1: "a"}, (1, 2), {"t": (1,)}, {1, 2}, b"x", math.nan, math.inf, [float("-inf")]],
+    [
+        object(),
+        {1: "a"},
+        (1, 2),
+        {"t": (1,)},
+        {1, 2},
+        b"x",
+        math.nan,
+        math.inf,
+        [float("-inf")],
+    ],
 )
 def test_non_json_values_raise_payload_error(value):
     with pytest.raises(PayloadError):

@@ -41,9 +41,12 @@ def test_plugin_name_defaults_to_the_app_label_and_has_app_and_logger():
 def test_start_up_hooks_run_each_phase_for_all_plugins_in_order():
     fresh_manager()
     assert CALLS == [
-        ("alpha", "after_add"), ("beta-plugin", "after_add"),
-        ("alpha", "before_load"), ("beta-plugin", "before_load"),
-        ("alpha", "load"), ("beta-plugin", "load"),
+        ("alpha", "after_add"),
+        ("beta-plugin", "after_add"),
+        ("alpha", "before_load"),
+        ("beta-plugin", "before_load"),
+        ("alpha", "load"),
+        ("beta-plugin", "load"),
     ]
 
 
@@ -87,8 +90,10 @@ def test_disable_and_enable_run_their_hooks_once():
     assert manager.enable("alpha") is False
     assert manager.get("alpha").enabled is True
     assert CALLS == [
-        ("alpha", "before_disable"), ("alpha", "after_disable"),
-        ("alpha", "before_enable"), ("alpha", "after_enable"),
+        ("alpha", "before_disable"),
+        ("alpha", "after_disable"),
+        ("alpha", "before_enable"),
+        ("alpha", "after_enable"),
     ]
 
 
@@ -99,7 +104,8 @@ def test_enable_installs_a_plugin_that_never_was():
     app.plugin_manager.refresh()
     app.plugin_manager.enable("beta-plugin")
     assert CALLS == [
-        ("beta-plugin", "before_enable"), ("beta-plugin", "install"),
+        ("beta-plugin", "before_enable"),
+        ("beta-plugin", "install"),
         ("beta-plugin", "after_enable"),
     ]
     assert app.plugin_manager.get("beta-plugin").installed
@@ -133,21 +139,33 @@ def test_plugin_attribute_that_is_not_a_plugin_is_an_error():
 
 
 def test_two_plugin_classes_in_a_module_without_attribute_is_an_error():
-    with override_settings(INSTALLED_APPS=[
-        "django.contrib.contenttypes", "django.contrib.auth",
-        "coordination", "nocoplugins", "tests.plugins.twins",
-    ]):
+    with override_settings(
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "coordination",
+            "nocoplugins",
+            "tests.plugins.twins",
+        ]
+    ):
         with pytest.raises(ConfigurationError, match="several Plugin subclasses"):
             fresh_manager()
 
 
 def test_two_plugins_with_one_name_is_an_error():
-    with override_settings(INSTALLED_APPS=[
-        "django.contrib.contenttypes", "django.contrib.auth",
-        "coordination", "nocoplugins", "tests.plugins.alpha",
-        "tests.plugins.alpha_again",
-    ]):
-        with pytest.raises(ConfigurationError, match="both provide a plugin named 'alpha'"):
+    with override_settings(
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "coordination",
+            "nocoplugins",
+            "tests.plugins.alpha",
+            "tests.plugins.alpha_again",
+        ]
+    ):
+        with pytest.raises(
+            ConfigurationError, match="both provide a plugin named 'alpha'"
+        ):
             fresh_manager()
 
 
@@ -184,6 +202,7 @@ def test_cached_state_is_read_again_when_old(monkeypatch):
     PluginState.objects.filter(name="alpha").update(enabled=False)
     assert manager.get("alpha").enabled is True  # cached, young
     now = manager_module.time.monotonic()
-    monkeypatch.setattr(manager_module.time, "monotonic",
-                        lambda: now + manager_module.STATE_MAX_AGE + 1)
+    monkeypatch.setattr(
+        manager_module.time, "monotonic", lambda: now + manager_module.STATE_MAX_AGE + 1
+    )
     assert manager.get("alpha").enabled is False
