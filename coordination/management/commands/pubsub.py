@@ -82,6 +82,9 @@ class Command(BaseCommand):
                 manager.subscribe(channel, handler)
         except ChannelNameError as exc:
             raise CommandError(str(exc)) from exc
+        # A long-running command is an instance of the cluster: it beats and
+        # shows on the dashboard while it listens.
+        services.start()
         self.stderr.write(
             f"Listening on {', '.join(options['channels'])} as instance "
             f"{services.instance_id} (Ctrl-C to stop)."
@@ -93,3 +96,4 @@ class Command(BaseCommand):
         finally:
             for channel, handler in handlers:
                 manager.unsubscribe(channel, handler)
+            services.stop()
