@@ -34,22 +34,20 @@ class EventAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed or cancelled events",
                   permissions=("change",))
     def retry_events(self, request, queryset):
-        queue = services.event_queue
-        with transaction.atomic():
-            changed = sum(queue.retry(pk) for pk in queryset.values_list(
-                "pk", flat=True))
-        self._report(request, changed, queryset, "put back to pending",
-                     "not failed or cancelled")
+        self._each(request, queryset, services.event_queue.retry,
+                   "put back to pending", "not failed or cancelled")
 
     @admin.action(description="Cancel selected pending or running events",
                   permissions=("change",))
     def cancel_events(self, request, queryset):
-        queue = services.event_queue
+        self._each(request, queryset, services.event_queue.cancel,
+                   "cancelled", "already finished")
+
+    def _each(self, request, queryset, operation, done, skipped):
         with transaction.atomic():
-            changed = sum(queue.cancel(pk) for pk in queryset.values_list(
+            changed = sum(operation(pk) for pk in queryset.values_list(
                 "pk", flat=True))
-        self._report(request, changed, queryset, "cancelled",
-                     "already finished")
+        self._report(request, changed, queryset, done, skipped)
 
     @admin.action(description="Purge selected finished events",
                   permissions=("delete",))
