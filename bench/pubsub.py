@@ -18,6 +18,7 @@ can, measured until the last message reaches the receiver.
 import argparse
 import asyncio
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -68,6 +69,9 @@ def setup_ours(app_name, layer):
                       "PUBSUB": {"BACKEND": "channels",
                                  "OPTIONS": {"ALIAS": "default"}}},
     ).enable()
+    # tests.settings turns the coordination loggers up to DEBUG; measure at
+    # the level a deployment runs, where each message builds no log record.
+    logging.getLogger("coordination").setLevel(logging.INFO)
     from coordination.services import services
 
     return services.pubsub_manager
