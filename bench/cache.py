@@ -9,11 +9,13 @@ Compares, on the same Redis and the same small JSON value:
 - a ``wrap`` hit with a raw Django ``get``;
 - ``Cache.mget`` of 100 keys with django-redis ``get_many`` and raw MGET.
 
-Each figure is the best of several rounds (microseconds per call), which is
-the least disturbed by other load on the machine.
+Each time is the median of several rounds (microseconds per call); each
+ratio is the median of the ratios within a round, whose candidates ran in
+alternating slices, so load from elsewhere on the machine weighs on both.
 """
 
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -57,19 +59,37 @@ VALUE = {"id": 42, "title": "A note", "tags": ["a", "b"], "done": False}
 
 
 def compare(*fns, calls=CALLS):
-    """Best time per call (microseconds) of each fn over ROUNDS rounds.
+    """Per-call times (microseconds) of each fn, one list per fn, a round each.
 
     The rounds interleave the candidates, so a burst of load from other
-    processes hits them alike.
+    processes hits them alike; each round is split in slices that alternate
+    too, so that one candidate does not get all of a quiet spell.
     """
+    slices = 10
+    per_slice = max(1, calls // slices)
     timings = [[] for _ in fns]
     for _ in range(ROUNDS):
-        for fn, times in zip(fns, timings):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times.append((time.perf_counter() - start) / calls * 1e6)
-    return [min(times) for times in timings]
+        spent = [0.0] * len(fns)
+        for _ in range(slices):
+            for i, fn in enumerate(fns):
+                start = time.perf_counter()
+                for _ in range(per_slice):
+                    fn()
+                spent[i] += time.perf_counter() - start
+        for times, total in zip(timings, spent):
+            times.append(total / (per_slice * slices) * 1e6)
+    return timings
+
+
+def summary(timings):
+    """Median time of each candidate, and the median of the per-round ratios
+    of the first to each other (ratios of neighbours in time, which a shared
+    machine disturbs least)."""
+    ours = timings[0]
+    medians = [statistics.median(t) for t in timings]
+    ratios = [statistics.median(a / b for a, b in zip(ours, other))
+              for other in timings[1:]]
+    return medians, ratios
 
 
 def main():
@@ -88,25 +108,25 @@ def main():
 
     rows = []
 
-    def row(name, ours, django_api, raw_call, target):
-        rows.append((name, ours, django_api, raw_call, target))
+    def row(name, timings, target):
+        rows.append((name, *summary(timings), target))
 
-    row("get", *compare(
+    row("get", compare(
         lambda: cache.get("k"),
         lambda: django_cache.get("k"),
         lambda: raw.get("bench:bench:k"),
     ), "<= 1.15x Django")
-    row("set", *compare(
+    row("set", compare(
         lambda: cache.set("k", VALUE),
         lambda: django_cache.set("k", VALUE),
         lambda: raw.set("bench:bench:k", b'{"id":42}', px=300000),
     ), "<= 1.15x Django")
-    row("wrap hit (vs get)", *compare(
+    row("wrap hit (vs get)", compare(
         lambda: cache.wrap("w", lambda: VALUE),
         lambda: django_cache.get("k"),
         lambda: raw.get("bench:bench:w"),
     ), "<= 1.2x Django get")
-    row("mget 100 keys", *compare(
+    row("mget 100 keys", compare(
         lambda: cache.mget(keys),
         lambda: django_cache.get_many(keys),
         lambda: raw.mget(raw_keys),
@@ -116,15 +136,16 @@ def main():
     cache.reset()
     django_cache.delete_many(["k", *keys])
 
-    print(f"Redis {REDIS_URL}, best of {ROUNDS} rounds, microseconds per call\n")
+    print(f"Redis {REDIS_URL}, median of {ROUNDS} rounds, microseconds per "
+          "call; ratios are medians of per-round ratios\n")
     header = ("operation", "Cache", "Django API", "raw redis-py", "Cache/Django",
               "Cache/raw", "target")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for name, ours, django_api, raw_call, target in rows:
+    for name, (ours, django_api, raw_call), (to_django, to_raw), target in rows:
         print(
             f"| {name} | {ours:.1f} | {django_api:.1f} | {raw_call:.1f} | "
-            f"{ours / django_api:.2f}x | {ours / raw_call:.2f}x | {target} |"
+            f"{to_django:.2f}x | {to_raw:.2f}x | {target} |"
         )
 
 

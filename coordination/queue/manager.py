@@ -157,7 +157,7 @@ class EventQueue:
                 f"call event_queue.subscribe({channel!r}, process=...) first "
                 "(every instance that publishes or processes must subscribe)."
             )
-        size = len(dumps(payload, what="event payload"))
+        payload_json = dumps(payload, what="event payload")
         _check_seconds("timeout", timeout)
         _check_seconds("delay", delay, zero=True)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or (
@@ -175,11 +175,11 @@ class EventQueue:
             timeout=timeout, created=now, run_after=run_after,
             dispatched_at=now if backend.sends_at_once(delay or 0) else None,
         )
-        store.insert(event, alias)
+        store.insert(event, alias, payload_json)
         transaction.on_commit(partial(self._dispatch, event), using=alias)
         logger.debug(
-            "Published event=%s channel=%s size=%s", event.pk, channel, size,
-            extra={"action": "publish"},
+            "Published event=%s channel=%s size=%s", event.pk, channel,
+            len(payload_json), extra={"action": "publish"},
         )
         return event.pk
 

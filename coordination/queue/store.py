@@ -12,7 +12,8 @@ import datetime
 import random
 
 from django.db import connections, router
-from django.db.models import F, Q
+from django.db.models import BooleanField, F, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from .models import Event
@@ -63,34 +64,69 @@ def no_flush(alias):
 def relaxed(queryset):
     """``queryset`` whose update commits without the WAL flush, where allowed."""
     if no_flush(queryset.db):
-        return queryset.extra(where=[NO_FLUSH])
+        return queryset.filter(RawSQL(NO_FLUSH, [], output_field=BooleanField()))
     return queryset
 
 
-def insert(event, alias):
+def insert(event, alias, payload_json=None):
     """Write a new event row in one ``INSERT ... RETURNING`` statement.
 
     The same row ``event.save()`` would write, without the ORM's per-save
     work, which is most of what publishing costs besides the database.
+    ``payload_json``, the payload already encoded by the caller, spares
+    encoding it twice.
     """
     connection = connections[alias]
     if not connection.features.can_return_columns_from_insert:
         event.save(using=alias, force_insert=True)
         return event.pk
-    ops = connection.ops
-    fields = [f for f in Event._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(ops.quote_name(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    params = [f.get_db_prep_save(getattr(event, f.attname), connection)
-              for f in fields]
-    sql = (f"INSERT INTO {ops.quote_name(Event._meta.db_table)} ({columns}) "
-           f"VALUES ({marks}) RETURNING {ops.quote_name(Event._meta.pk.column)}")
+    sql, fields = _insert_statement(connection)
+    params = []
+    for field, prepare in fields:
+        value = getattr(event, field.attname)
+        if value is None:
+            params.append(None)
+        elif field.attname == "payload" and payload_json is not None:
+            params.append(payload_json)
+        elif prepare:
+            params.append(field.get_db_prep_save(value, connection))
+        else:
+            params.append(value)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         event.pk = cursor.fetchone()[0]
     event._state.adding = False
     event._state.db = alias
     return event.pk
+
+
+_INSERT_STATEMENTS = {}
+
+
+def _insert_statement(connection):
+    """The INSERT of one vendor, and per column whether its value needs the
+    field's own conversion (JSON; dates but on PostgreSQL) or goes to the
+    driver as it is."""
+    statement = _INSERT_STATEMENTS.get(connection.vendor)
+    if statement is None:
+        ops = connection.ops
+        fields = [f for f in Event._meta.concrete_fields if not f.primary_key]
+        columns = ", ".join(ops.quote_name(f.column) for f in fields)
+        jsonb = "::jsonb" if connection.vendor == "postgresql" else ""
+        marks = ", ".join(
+            f"%s{jsonb}" if f.attname == "payload" else "%s" for f in fields
+        )
+        table = ops.quote_name(Event._meta.db_table)
+        pk = ops.quote_name(Event._meta.pk.column)
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING {pk}"
+        plain = {"CharField", "TextField", "PositiveIntegerField", "FloatField",
+                 "BooleanField"}
+        if connection.vendor == "postgresql":
+            # psycopg adapts aware datetimes itself.
+            plain.add("DateTimeField")
+        prepared = [(f, f.get_internal_type() not in plain) for f in fields]
+        statement = _INSERT_STATEMENTS[connection.vendor] = (sql, prepared)
+    return statement
 
 
 def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
