@@ -9,9 +9,13 @@ query. A fork therefore waits for the keeper's current round to end.
 import os
 import threading
 
+import pytest
+
 from coordination.services import services
 
 
+# Forking with a thread alive is the very case under test.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
 def test_fork_waits_for_the_keepers_round_and_the_child_starts_unlocked():
     queue = services.event_queue
     inside, finished = threading.Event(), threading.Event()
