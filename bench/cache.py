@@ -1,6 +1,6 @@
 """Cache benchmark: our API against the libraries underneath, in one run.
 
-    REDIS_URL=redis://127.0.0.1:6379/2 /work/venv/bin/python bench/cache.py
+    REDIS_URL=redis://127.0.0.1:6379/2 .venv/bin/python bench/cache.py
 
 Compares, on the same Redis and the same small JSON value:
 

@@ -1,6 +1,6 @@
 """Event queue benchmark: our API against the raw library underneath.
 
-    /work/venv/bin/python bench/event_queue.py [--quick]
+    .venv/bin/python bench/event_queue.py [--quick]
 
 Measures, in one run on the same broker and database:
 

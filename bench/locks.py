@@ -1,6 +1,6 @@
 """Lock benchmark: our LockManager against the raw tools, in one run.
 
-    /work/venv/bin/python bench/locks.py [--quick]
+    .venv/bin/python bench/locks.py [--quick]
 
 Environment: REDIS_URL (default redis://127.0.0.1:6379/15; the bench only
 touches keys under "bench"), DATABASE_URL for PostgreSQL (default
