@@ -105,8 +105,8 @@ _INSERT_STATEMENTS = {}
 
 def _insert_statement(connection):
     """The INSERT of one vendor, and per column whether its value needs the
-    field's own conversion (JSON; dates but on PostgreSQL) or goes to the
-    driver as it is."""
+    field's own conversion (JSON, and dates except on PostgreSQL) or goes to
+    the driver as it is."""
     statement = _INSERT_STATEMENTS.get(connection.vendor)
     if statement is None:
         ops = connection.ops
@@ -206,8 +206,8 @@ def succeed_many(events):
     for event in events:
         mine |= Q(id=event.id, lease_owner=event.lease_owner,
                   attempts=event.attempts)
-    mine = Event.objects.using(db_alias()).filter(mine, status=RUNNING)
-    return relaxed(mine).update(
+    rows = Event.objects.using(db_alias()).filter(mine, status=RUNNING)
+    return relaxed(rows).update(
         status=SUCCEEDED, finished=timezone.now(), lease_owner="",
         lease_expires=None,
     )
