@@ -67,3 +67,34 @@ def test_subscribing_while_redis_is_down_joins_when_it_is_back(redis_server):
             assert b.pubsub.stats()["reconnects"] == 1
         finally:
             a.stop(), b.stop()
+
+
+def test_publish_to_a_server_that_never_answers_fails_within_the_timeout():
+    # A socket that accepts and then says nothing, like a Redis stuck on a
+    # slow disk: the publish must fail and say so, not hang the caller.
+    import socket
+
+    import pytest
+    import redis
+
+    from tests.support.pubsub import channel_layers
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = "redis://127.0.0.1:%d/0" % silent.getsockname()[1]
+    app_name = unique_app_name()
+    try:
+        with override_settings(
+            CHANNEL_LAYERS=channel_layers(url),
+            COORDINATION=channels_coordination(app_name, TIMEOUT=0.3),
+        ):
+            a = Node(app_name, "a")
+            try:
+                with pytest.raises(redis.TimeoutError):
+                    a.pubsub.publish("ch", "lost?")
+                assert a.pubsub.stats()["publish_failures"] == 1
+            finally:
+                a.stop()
+    finally:
+        silent.close()

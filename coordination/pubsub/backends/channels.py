@@ -71,7 +71,7 @@ except ImportError:
     _IDLE_TIMEOUTS = (TimeoutError,)
 
 
-def _make_direct_publisher(alias):
+def _make_direct_publisher(alias, timeout):
     from channels.layers import channel_layers
     from channels_redis.pubsub import RedisPubSubChannelLayer
     from channels_redis.utils import _consistent_hash, decode_hosts
@@ -85,7 +85,7 @@ def _make_direct_publisher(alias):
         return None
     import redis
 
-    shards = [_Shard(redis, host["address"]) for host in hosts]
+    shards = [_Shard(redis, host["address"], timeout) for host in hosts]
     prefix = layer._kwargs.get("prefix", "asgi")
 
     def publish(group, message):
@@ -104,14 +104,18 @@ class _Shard:
     leaves; a publish is one command, so it is sent on the connection
     directly. A connection that failed (a Redis restart) is dropped and the
     publish tried once more on a new one, which is what redis-py's own
-    retry would do.
+    retry would do. Connecting and each publish are bounded by the
+    backend's ``TIMEOUT`` unless the URL sets timeouts of its own.
     """
 
-    def __init__(self, redis, url):
+    def __init__(self, redis, url, timeout):
         self._redis = redis
         pool = redis.ConnectionPool.from_url(url)
         self._connection_class = pool.connection_class
-        self._kwargs = pool.connection_kwargs
+        self._kwargs = dict(pool.connection_kwargs)
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            if self._kwargs.get(name) is None:
+                self._kwargs[name] = timeout
         self._local = threading.local()
 
     def _connection(self):
@@ -279,7 +283,7 @@ class ChannelsBackend(BasePubSubBackend):
             return self._direct
         with self._lock:
             if self._direct is _UNSET:
-                self._direct = _make_direct_publisher(self.alias)
+                self._direct = _make_direct_publisher(self.alias, self.timeout)
         return self._direct
 
     async def _send(self, group, message):
