@@ -118,3 +118,17 @@ def check_options(section, backend_class, options):
     if validate is not None:
         errors.extend(validate(options))
     return errors
+
+
+def configured(section, config, base):
+    """The backend class and OPTIONS of ``config`` (``settings.<section>``).
+
+    Raises ConfigurationError with every problem found, for first use at run
+    time; the system checks report the same messages at start-up.
+    """
+    backend_class = resolve(section, config.get("BACKEND"), base)
+    options = config.get("OPTIONS") or {}
+    errors = check_options(section, backend_class, options)
+    if errors:
+        raise ConfigurationError(" ".join(errors))
+    return backend_class, options

@@ -75,16 +75,9 @@ class LockManager:
         return backend
 
     def _build_backend(self):
-        config = settings.LOCKS
-        backend_class = backend_registry.resolve(
-            "LOCKS", config.get("BACKEND"), BaseLockBackend
+        backend_class, options = backend_registry.configured(
+            "LOCKS", settings.LOCKS, BaseLockBackend
         )
-        options = config.get("OPTIONS") or {}
-        errors = backend_registry.check_options("LOCKS", backend_class, options)
-        if errors:
-            from ..exceptions import ConfigurationError
-
-            raise ConfigurationError(" ".join(errors))
         return backend_class(self._services.name, options)
 
     def stop(self) -> None:

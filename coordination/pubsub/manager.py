@@ -12,7 +12,6 @@ from typing import Any
 
 from .. import backends
 from ..conf import settings
-from ..exceptions import ConfigurationError
 from ..names import dumps, loads, validate_name
 from .backends.base import BasePubSubBackend
 from .dispatch import Dispatcher
@@ -28,12 +27,9 @@ MAX_TRACKED = 10_000
 
 
 def _build_backend(app_name, on_message):
-    config = settings.PUBSUB
-    backend_class = backends.resolve("PUBSUB", config.get("BACKEND"), BasePubSubBackend)
-    options = config.get("OPTIONS") or {}
-    errors = backends.check_options("PUBSUB", backend_class, options)
-    if errors:
-        raise ConfigurationError(" ".join(errors))
+    backend_class, options = backends.configured(
+        "PUBSUB", settings.PUBSUB, BasePubSubBackend
+    )
     return backend_class(app_name, dict(options), on_message)
 
 

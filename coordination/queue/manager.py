@@ -64,16 +64,9 @@ class EventQueue:
         if self._backend is None:
             from .backends.base import BaseQueueBackend
 
-            config = settings.EVENT_QUEUE
-            backend_class = backends.resolve(
-                "EVENT_QUEUE", config.get("BACKEND"), BaseQueueBackend
+            backend_class, options = backends.configured(
+                "EVENT_QUEUE", settings.EVENT_QUEUE, BaseQueueBackend
             )
-            options = config.get("OPTIONS") or {}
-            errors = backends.check_options("EVENT_QUEUE", backend_class, options)
-            if errors:
-                from ..exceptions import ConfigurationError
-
-                raise ConfigurationError(" ".join(errors))
             self._backend = backend_class(self, options)
         return self._backend
 
