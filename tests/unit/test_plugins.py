@@ -138,30 +138,19 @@ def test_plugin_attribute_that_is_not_a_plugin_is_an_error():
         plugin_class_for(_Config("broken", "tests.nowhere.Plugin"))
 
 
+CORE_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "coordination",
+             "nocoplugins"]
+
+
 def test_two_plugin_classes_in_a_module_without_attribute_is_an_error():
-    with override_settings(
-        INSTALLED_APPS=[
-            "django.contrib.contenttypes",
-            "django.contrib.auth",
-            "coordination",
-            "nocoplugins",
-            "tests.plugins.twins",
-        ]
-    ):
+    with override_settings(INSTALLED_APPS=[*CORE_APPS, "tests.plugins.twins"]):
         with pytest.raises(ConfigurationError, match="several Plugin subclasses"):
             fresh_manager()
 
 
 def test_two_plugins_with_one_name_is_an_error():
     with override_settings(
-        INSTALLED_APPS=[
-            "django.contrib.contenttypes",
-            "django.contrib.auth",
-            "coordination",
-            "nocoplugins",
-            "tests.plugins.alpha",
-            "tests.plugins.alpha_again",
-        ]
+        INSTALLED_APPS=[*CORE_APPS, "tests.plugins.alpha", "tests.plugins.alpha_again"]
     ):
         with pytest.raises(
             ConfigurationError, match="both provide a plugin named 'alpha'"
