@@ -8,69 +8,196 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Instance',
+            name="Instance",
             fields=[
-                ('id', models.CharField(max_length=200, primary_key=True, serialize=False)),
-                ('host', models.CharField(max_length=255)),
-                ('pid', models.PositiveIntegerField()),
-                ('kind', models.CharField(help_text='web, worker or a command', max_length=50)),
-                ('app_name', models.CharField(max_length=200)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('last_seen', models.DateTimeField()),
-                ('stopped_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.CharField(max_length=200, primary_key=True, serialize=False),
+                ),
+                ("host", models.CharField(max_length=255)),
+                ("pid", models.PositiveIntegerField()),
+                (
+                    "kind",
+                    models.CharField(
+                        help_text="web, worker or a command", max_length=50
+                    ),
+                ),
+                ("app_name", models.CharField(max_length=200)),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("last_seen", models.DateTimeField()),
+                ("stopped_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-last_seen'],
+                "ordering": ["-last_seen"],
             },
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('channel', models.CharField(max_length=200)),
-                ('payload', models.JSONField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('cancelled', 'cancelled')], default='pending', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0, help_text='Tries started, the current one included.')),
-                ('max_retries', models.PositiveIntegerField(default=0)),
-                ('timeout', models.FloatField(blank=True, help_text='Seconds per attempt; empty: none.', null=True)),
-                ('timed_out', models.BooleanField(default=False, help_text='The last failed attempt ran out of time.')),
-                ('last_error', models.TextField(blank=True, default='', help_text='Error and traceback of the last failed attempt.')),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
-                ('run_after', models.DateTimeField(default=django.utils.timezone.now, help_text='Not run before this time (delay, retry backoff).')),
-                ('started', models.DateTimeField(blank=True, null=True)),
-                ('finished', models.DateTimeField(blank=True, null=True)),
-                ('lease_owner', models.CharField(blank=True, default='', help_text='Instance running the event.', max_length=200)),
-                ('lease_expires', models.DateTimeField(blank=True, help_text='After this time another instance may take the event over (its runner died).', null=True)),
-                ('dispatched_at', models.DateTimeField(blank=True, help_text='When a broker message was last sent for it (Celery backend).', null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("channel", models.CharField(max_length=200)),
+                ("payload", models.JSONField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "attempts",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Tries started, the current one included."
+                    ),
+                ),
+                ("max_retries", models.PositiveIntegerField(default=0)),
+                (
+                    "timeout",
+                    models.FloatField(
+                        blank=True,
+                        help_text="Seconds per attempt; empty: none.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "timed_out",
+                    models.BooleanField(
+                        default=False,
+                        help_text="The last failed attempt ran out of time.",
+                    ),
+                ),
+                (
+                    "last_error",
+                    models.TextField(
+                        blank=True,
+                        default="",
+                        help_text="Error and traceback of the last failed attempt.",
+                    ),
+                ),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "run_after",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now,
+                        help_text="Not run before this time (delay, retry backoff).",
+                    ),
+                ),
+                ("started", models.DateTimeField(blank=True, null=True)),
+                ("finished", models.DateTimeField(blank=True, null=True)),
+                (
+                    "lease_owner",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="Instance running the event.",
+                        max_length=200,
+                    ),
+                ),
+                (
+                    "lease_expires",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text=(
+                            "After this time another instance may take the "
+                            "event over (its runner died)."
+                        ),
+                        null=True,
+                    ),
+                ),
+                (
+                    "dispatched_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text=(
+                            "When a broker message was last sent for it "
+                            "(Celery backend)."
+                        ),
+                        null=True,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'event',
-                'verbose_name_plural': 'events',
-                'indexes': [models.Index(fields=['status', 'channel', 'run_after'], name='coordination_event_claim')],
+                "verbose_name": "event",
+                "verbose_name_plural": "events",
+                "indexes": [
+                    models.Index(
+                        fields=["status", "channel", "run_after"],
+                        name="coordination_event_claim",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LockRecord',
+            name="LockRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('namespace', models.CharField(max_length=200)),
-                ('key', models.CharField(max_length=200)),
-                ('owner_token', models.CharField(blank=True, default='', help_text='Secret of the current holder; empty when free.', max_length=64)),
-                ('fencing', models.BigIntegerField(default=0, help_text='Grows with every acquisition of the key.')),
-                ('owner', models.JSONField(blank=True, default=dict, help_text='Who holds it: instance, host, pid, command, purpose.')),
-                ('acquired_at', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("namespace", models.CharField(max_length=200)),
+                ("key", models.CharField(max_length=200)),
+                (
+                    "owner_token",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="Secret of the current holder; empty when free.",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "fencing",
+                    models.BigIntegerField(
+                        default=0, help_text="Grows with every acquisition of the key."
+                    ),
+                ),
+                (
+                    "owner",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text=(
+                            "Who holds it: instance, host, pid, command, "
+                            "purpose."
+                        ),
+                    ),
+                ),
+                ("acquired_at", models.DateTimeField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name': 'lock',
-                'db_table': 'coordination_lock',
-                'ordering': ['namespace', 'key'],
-                'constraints': [models.UniqueConstraint(fields=('namespace', 'key'), name='coordination_lock_key')],
+                "verbose_name": "lock",
+                "db_table": "coordination_lock",
+                "ordering": ["namespace", "key"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("namespace", "key"), name="coordination_lock_key"
+                    )
+                ],
             },
         ),
     ]

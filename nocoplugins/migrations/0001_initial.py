@@ -7,22 +7,24 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='PluginState',
+            name="PluginState",
             fields=[
-                ('name', models.CharField(max_length=200, primary_key=True, serialize=False)),
-                ('enabled', models.BooleanField(default=True)),
-                ('installed_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "name",
+                    models.CharField(max_length=200, primary_key=True, serialize=False),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("installed_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'plugin',
-                'verbose_name_plural': 'plugins',
-                'ordering': ['name'],
+                "verbose_name": "plugin",
+                "verbose_name_plural": "plugins",
+                "ordering": ["name"],
             },
         ),
     ]

@@ -6,21 +6,20 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('nocoplugins', '0001_initial'),
+        ("nocoplugins", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ClusterDashboard',
-            fields=[
-            ],
+            name="ClusterDashboard",
+            fields=[],
             options={
-                'verbose_name': 'cluster dashboard',
-                'verbose_name_plural': 'cluster dashboard',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "cluster dashboard",
+                "verbose_name_plural": "cluster dashboard",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('nocoplugins.pluginstate',),
+            bases=("nocoplugins.pluginstate",),
         ),
     ]

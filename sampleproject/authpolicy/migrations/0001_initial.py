@@ -7,21 +7,31 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='TokenPolicy',
+            name="TokenPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('expires_in', models.PositiveIntegerField(default=3600, help_text='seconds')),
-                ('renew_on_use', models.BooleanField(default=True)),
-                ('max_tokens_per_user', models.PositiveIntegerField(default=5)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "expires_in",
+                    models.PositiveIntegerField(default=3600, help_text="seconds"),
+                ),
+                ("renew_on_use", models.BooleanField(default=True)),
+                ("max_tokens_per_user", models.PositiveIntegerField(default=5)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name_plural': 'token policy',
+                "verbose_name_plural": "token policy",
             },
         ),
     ]

@@ -8,31 +8,70 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Collection',
+            name="Collection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Field',
+            name="Field",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100)),
-                ('type', models.CharField(choices=[('string', 'string'), ('integer', 'integer'), ('boolean', 'boolean'), ('date', 'date'), ('json', 'json')], default='string', max_length=20)),
-                ('collection', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='fields', to='datasource.collection')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("string", "string"),
+                            ("integer", "integer"),
+                            ("boolean", "boolean"),
+                            ("date", "date"),
+                            ("json", "json"),
+                        ],
+                        default="string",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "collection",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="fields",
+                        to="datasource.collection",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['collection__name', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('collection', 'name'), name='datasource_field_unique')],
+                "ordering": ["collection__name", "name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("collection", "name"), name="datasource_field_unique"
+                    )
+                ],
             },
         ),
     ]
