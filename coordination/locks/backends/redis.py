@@ -27,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import secrets
-import threading
 import time
 import weakref
 from datetime import datetime, timezone
@@ -37,6 +35,7 @@ from typing import Any
 
 from ...exceptions import ConfigurationError
 from ...names import loads
+from ...redisconn import ThreadConnections
 from .base import BaseLockBackend
 
 logger = logging.getLogger(__name__)
@@ -234,9 +233,9 @@ class RedisBackend(BaseLockBackend):
         self.url = self.options["URL"]
         self.poll_interval = float(self.options.get("POLL_INTERVAL", 0.5))
         self.client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
-        self._local = threading.local()
-        self._opened: list = []
-        self._opened_lock = threading.Lock()
+        # One connection per thread, kept: cheaper than a pool checkout on
+        # every command, and a thread blocked in BLPOP holds only its own.
+        self._connections = ThreadConnections(self.url, socket_connect_timeout=5)
         self._shas = {name: hashlib.sha1(text.encode()).hexdigest()
                       for name, text in SCRIPTS.items()}
         self._async = weakref.WeakKeyDictionary()
@@ -265,7 +264,7 @@ class RedisBackend(BaseLockBackend):
         connection directly. Error replies come back as exceptions in the
         list; a broken connection is dropped and the error raised.
         """
-        conn = self._connection()
+        conn = self._connections.get()
         try:
             if len(commands) == 1:
                 conn.send_command(*commands[0])
@@ -284,19 +283,6 @@ class RedisBackend(BaseLockBackend):
             conn.disconnect()
             raise
 
-    def _connection(self):
-        # One connection per thread, kept: cheaper than a pool checkout on
-        # every command, and a thread blocked in BLPOP holds only its own.
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():
-            pool = self.client.connection_pool
-            conn = pool.connection_class(**pool.connection_kwargs)
-            local.conn, local.pid = conn, os.getpid()
-            with self._opened_lock:
-                self._opened.append((conn, os.getpid()))
-        return conn
-
     def _script(self, name, keys, args):
         """EVALSHA the named script, loading it if the server lost it."""
         command = ("EVALSHA", self._shas[name], len(keys), *keys, *args)
@@ -309,13 +295,7 @@ class RedisBackend(BaseLockBackend):
         return reply
 
     def close(self):
-        with self._opened_lock:
-            # A forked child must not close its parent's sockets.
-            opened = [c for c, pid in self._opened if pid == os.getpid()]
-            self._opened = []
-        for conn in opened:
-            conn.disconnect()
-        self._local = threading.local()
+        self._connections.close()
         self.client.close()
         self.client = self._redis.Redis.from_url(self.url, socket_connect_timeout=5)
 

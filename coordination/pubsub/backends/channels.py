@@ -97,43 +97,31 @@ def _make_direct_publisher(alias, timeout):
 
 
 class _Shard:
-    """PUBLISH on one kept connection per thread, as the lock backend does.
+    """PUBLISH on a kept connection per thread (``ThreadConnections``).
 
-    redis-py's command path (pool checkout, hooks, retries) costs about as
-    much as the round trip on loopback, and it comes before the message
-    leaves; a publish is one command, so it is sent on the connection
-    directly. A connection that failed (a Redis restart) is dropped and the
-    publish tried once more on a new one, which is what redis-py's own
-    retry would do. Connecting and each publish are bounded by the
-    backend's ``TIMEOUT`` unless the URL sets timeouts of its own.
+    A publish is one command, so it is sent on the connection directly,
+    before and without redis-py's command path. A connection that failed (a
+    Redis restart) is dropped and the publish tried once more on a new one,
+    which is what redis-py's own retry would do. Connecting and each publish
+    are bounded by the backend's ``TIMEOUT`` unless the URL sets timeouts of
+    its own.
     """
 
     def __init__(self, redis, url, timeout):
-        self._redis = redis
-        pool = redis.ConnectionPool.from_url(url)
-        self._connection_class = pool.connection_class
-        self._kwargs = dict(pool.connection_kwargs)
-        for name in ("socket_timeout", "socket_connect_timeout"):
-            if self._kwargs.get(name) is None:
-                self._kwargs[name] = timeout
-        self._local = threading.local()
+        from ...redisconn import ThreadConnections
 
-    def _connection(self):
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            # New thread, or a forked child: never reuse the parent's socket.
-            local.conn = self._connection_class(**self._kwargs)
-            local.pid = os.getpid()
-        return local.conn
+        self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self._connections = ThreadConnections(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
 
     def publish(self, name, data):
-        errors = (self._redis.ConnectionError, self._redis.TimeoutError)
         for attempt in (0, 1):
-            conn = self._connection()
+            conn = self._connections.get()
             try:
                 conn.send_command("PUBLISH", name, data)
                 return conn.read_response()
-            except errors:
+            except self._errors:
                 conn.disconnect()
                 if attempt:
                     raise
