@@ -16,7 +16,7 @@ import threading
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from . import instance
+from . import forksafe, instance
 from .conf import settings
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ class Heartbeat:
         try:
             while not self._stop.is_set():
                 try:
-                    beat()
+                    with forksafe.busy():
+                        beat()
                     failures = 0
                 except Exception:
                     failures += 1

@@ -7,6 +7,8 @@ import os
 import threading
 import time
 
+from .. import forksafe
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,8 +73,9 @@ class Renewer:
                 due = self._wait_for_due()
                 if due is None:
                     return
-            for lock in due:
-                self._renew(lock)
+            with forksafe.busy():
+                for lock in due:
+                    self._renew(lock)
 
     def _wait_for_due(self):
         """The locks due now, waiting for one; None when told to stop."""

@@ -14,6 +14,7 @@ import time
 
 from django.db import close_old_connections, connections
 
+from .. import forksafe
 from ..names import canonical
 
 logger = logging.getLogger("coordination.pubsub")
@@ -73,10 +74,11 @@ class Dispatcher:
                     item = None
                 if item is _STOP:
                     break
-                close_old_connections()
-                if item is not None:
-                    self._dispatch(loop, *item)
-                self._fire_due(loop)
+                with forksafe.busy():
+                    close_old_connections()
+                    if item is not None:
+                        self._dispatch(loop, *item)
+                    self._fire_due(loop)
         finally:
             self._pending.clear()
             loop.close()

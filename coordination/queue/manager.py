@@ -9,7 +9,6 @@ import os
 import threading
 import time
 import traceback
-import weakref
 from functools import partial
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 from django.utils import timezone
 
-from .. import backends
+from .. import backends, forksafe
 from ..conf import settings
 from ..exceptions import ChannelNotSubscribed, EventAborted
 from ..names import dumps, validate_name
@@ -50,12 +49,6 @@ class EventQueue:
         self._keeper = None
         self._keeper_pid = None
         self._stopping = threading.Event()
-        # Held by the lease keeper while it works, and by a thread that forks
-        # (a Celery prefork parent replacing a child), so that no child is
-        # forked while the keeper is inside an import or a database call,
-        # whose locks the child would inherit held, and wait on forever.
-        self._working = threading.Lock()
-        _queues.add(self)
 
     # Configuration
 
@@ -317,7 +310,7 @@ class EventQueue:
         failures = 0
         while not self._stopping.wait(interval if not failures else
                                       min(interval * 2 ** failures, 30)):
-            with self._working:
+            with forksafe.busy():
                 try:
                     self._renew()
                     if time.monotonic() >= next_sweep:
@@ -455,41 +448,6 @@ class EventQueue:
 
     def running(self) -> list[int]:
         return list(self._running)
-
-
-_queues = weakref.WeakSet()
-_held_for_fork = []
-
-
-def _before_fork():
-    # Wait for each keeper to finish what it is doing (a few database
-    # calls); one that is stuck longer does not hold the fork up for good.
-    for queue in list(_queues):
-        if queue._working.acquire(timeout=5):
-            _held_for_fork.append(queue)
-        else:
-            keeper_logger.warning(
-                "Forking while the lease keeper of instance=%s is busy",
-                queue.owner, extra={"action": "fork"},
-            )
-
-
-def _after_fork_in_parent():
-    while _held_for_fork:
-        _held_for_fork.pop()._working.release()
-
-
-def _after_fork_in_child():
-    # The keeper thread is not in the child; it starts again on demand.
-    _held_for_fork.clear()
-    for queue in list(_queues):
-        queue._working = threading.Lock()
-
-
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
 
 
 def tidy_connections():

@@ -17,6 +17,7 @@ import queue as queue_module
 from django.db import connections
 from django.utils import timezone
 
+from ... import forksafe
 from .. import store
 from ..manager import tidy_connections
 from .base import COMMON_OPTIONS, BaseQueueBackend
@@ -140,7 +141,8 @@ class DatabaseBackend(BaseQueueBackend):
             if self._stopping.is_set():
                 break
             try:
-                self._fill()
+                with forksafe.busy():
+                    self._fill()
                 failures = 0
             except Exception:
                 failures += 1
@@ -227,7 +229,8 @@ class DatabaseBackend(BaseQueueBackend):
         if not successes:
             return
         try:
-            store.succeed_many(successes)
+            with forksafe.busy():
+                store.succeed_many(successes)
         except Exception:
             logger.exception(
                 "Recording %s successes failed; their leases will expire and "
