@@ -75,6 +75,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # read first and writes later would fail at once ("database is
     # locked") while another process writes, instead of waiting.
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+    # WAL: readers do not wait for a writer, and the event queue's claims
+    # and successes commit without an fsync (docs/queue.md).
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "init_command", "PRAGMA journal_mode=WAL;"
+    )
 
 REDIS_URL = env("REDIS_URL", default=None)
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=None)
