@@ -129,5 +129,7 @@ def wait_then_hold(config, key, ready, hold, ttl):
         got_at = time.time()
         time.sleep(hold)
         still = lock.held()
-    return {"token": lock.token, "got_at": got_at, "left_at": time.time(),
+        # Before the release: a successor may get the lock right after it.
+        left_at = time.time()
+    return {"token": lock.token, "got_at": got_at, "left_at": left_at,
             "held": still}
