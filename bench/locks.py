@@ -83,6 +83,8 @@ CONFIGS = {
     "database-pg": {"BACKEND": "database"},
     "database-pg-async": {"BACKEND": "database",
                           "OPTIONS": {"SYNCHRONOUS_COMMIT": False}},
+    "database-pg-advisory": {"BACKEND": "database",
+                             "OPTIONS": {"MODE": "advisory"}},
     "database-sqlite": {"BACKEND": "database",
                         "OPTIONS": {"DATABASE": "sqlite"}},
 }
@@ -191,6 +193,8 @@ TOOLS = {
     "ours database pg": lambda: Ours("database-pg"),
     "ours database pg lock() (renewed)": lambda: Ours("database-pg", True),
     "ours database pg no fsync": lambda: Ours("database-pg-async"),
+    "ours database pg advisory": lambda: Ours("database-pg-advisory"),
+    "ours database pg advisory lock()": lambda: Ours("database-pg-advisory", True),
     "ours database sqlite": lambda: Ours("database-sqlite"),
 }
 
@@ -320,6 +324,7 @@ def main():
     for ours, raw in (("ours redis", "redis-py Lock"),
                       ("ours database pg", "pg_advisory_lock"),
                       ("ours database pg no fsync", "pg_advisory_lock"),
+                      ("ours database pg advisory", "pg_advisory_lock"),
                       ("INSERT+DELETE durable (pg)", "pg_advisory_lock")):
         print(f"   {ours} / {raw}: {medians[ours] / medians[raw]:.2f}x")
     print()
@@ -330,7 +335,8 @@ def main():
           f"{'p99 ms':>9} {'p99/med':>7} {'cpu ms/incr':>11}")
     names = ["redis-py Lock", "redis-py Lock sleep=1ms", "python-redis-lock",
              "pg_advisory_lock", "ours redis", "ours redis lock() (renewed)",
-             "ours database pg", "ours database sqlite"]
+             "ours database pg", "ours database pg advisory",
+             "ours database sqlite"]
     rounds = 1 if QUICK else 2
     runs = {name: [] for name in names}
     for _ in range(rounds):
@@ -355,11 +361,13 @@ def main():
           "lock(), renewed)")
     print(f"{'backend':22} {'contenders':>10} {'incr/s':>8} {'median ms':>10} "
           f"{'p99 ms':>9}")
-    for name in ["ours redis lock() (renewed)", "ours database pg"]:
+    for name in ["ours redis lock() (renewed)", "ours database pg",
+                 "ours database pg advisory lock()"]:
         for processes in (1, 4, 16):
             per = max(20, (200 if not QUICK else 50) * 4 // processes // 2)
             row = contended(name, processes, per)
-            label = name.replace("ours ", "").replace(" lock() (renewed)", "")
+            label = (name.replace("ours ", "").replace(" lock() (renewed)", "")
+                     .replace(" lock()", ""))
             print(f"{label:22} {processes:10d} {row['throughput']:8.0f} "
                   f"{ms(row['median']):>10} {ms(row['p99']):>9}"
                   + ("" if row["counter_ok"] else "  LOST UPDATE"))

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import RedisServer, port_open, require
+from tests.support.servers import PostgresServer, RedisServer, port_open, require
 
 HERE = Path(__file__).parent
 LEVELS = ("unit", "integration", "cluster")
@@ -60,6 +60,14 @@ def pg_url():
     if error is not None:
         require("PostgreSQL", url, error)
     return url
+
+
+@pytest.fixture
+def postgres_server():
+    """A private PostgreSQL on a free port, free to restart."""
+    server = PostgresServer().start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -69,6 +69,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         "NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")
     }
 
+if env("LOCKS_DATABASE_URL", default=None):
+    # A private PostgreSQL that a fault test restarts (child processes only).
+    DATABASES["locks"] = env.db("LOCKS_DATABASE_URL")
+
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/15")
 CELERY_BROKER_URL = env(
     "CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//"

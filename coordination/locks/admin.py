@@ -97,7 +97,8 @@ class LockRecordAdmin(admin.ModelAdmin):
         ] + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
-        if not isinstance(services.lock_manager.backend, DatabaseBackend):
+        backend = services.lock_manager.backend
+        if not (isinstance(backend, DatabaseBackend) and backend.lists_rows):
             return self.backend_view(request)
         return super().changelist_view(request, extra_context)
 

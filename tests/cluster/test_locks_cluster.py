@@ -11,23 +11,31 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from coordination.exceptions import LockAcquireError
 from coordination.services import services
-from tests.support.processes import result, spawn
+from tests.support.processes import child_env, result, run, spawn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NODES = "tests.cluster.locks_nodes"
 
 
-@pytest.fixture(params=["database", "redis"])
+CONFIGS = ["database", "redis"]
+if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
+    CONFIGS.append("database-advisory")
+
+
+@pytest.fixture(params=CONFIGS)
 def config(request):
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         request.getfixturevalue("redis_client")
         return {"BACKEND": "redis", "OPTIONS": {"URL": url}}
+    if request.param == "database-advisory":
+        return {"BACKEND": "database", "OPTIONS": {"MODE": "advisory"}}
     return {"BACKEND": "database"}
 
 
@@ -53,10 +61,11 @@ def _wait_for(path, timeout=60):
         time.sleep(0.01)
 
 
-def _counter_run(config, tmp_path, processes, count, with_tokens=False):
+def _counter_run(config, tmp_path, processes, count, with_tokens=False,
+                 env=None):
     (tmp_path / "counter").write_text("0")
     children = [spawn(f"{NODES}:increment", config, "counter", str(tmp_path),
-                      count, 5, with_tokens) for _ in range(processes)]
+                      count, 5, with_tokens, env=env) for _ in range(processes)]
     (tmp_path / "go").write_text("go")
     return [result(child, timeout=600) for child in children]
 
@@ -94,6 +103,27 @@ def test_killed_holder_blocks_others_at_most_its_ttl(config, locks, tmp_path):
     finally:
         if child.poll() is None:
             child.kill()
+        child.communicate()
+
+
+def test_stopped_holder_blocks_others_at_most_its_ttl(config, locks, tmp_path):
+    # SIGSTOP: the process (and its renewal) is frozen but its connections
+    # stay open, as in a long pause; the lease must still end.
+    ready = tmp_path / "ready"
+    child = spawn(f"{NODES}:hold_forever", config, "frozen", str(ready), 1.0)
+    try:
+        _wait_for(ready)
+        child.send_signal(signal.SIGSTOP)
+        lock = locks.acquire("frozen", timeout=1.0 + 10)
+        assert lock.token > json.loads(ready.read_text())
+        child.send_signal(signal.SIGCONT)
+        time.sleep(0.5)  # the holder's renewal fails; it must not get it back
+        with pytest.raises(LockAcquireError):
+            locks.try_acquire("frozen")
+        assert lock.held() and lock.release() is True
+    finally:
+        child.send_signal(signal.SIGCONT)
+        child.kill()
         child.communicate()
 
 
@@ -167,5 +197,43 @@ def test_redis_restart_while_held_and_waited(redis_server, tmp_path):
 
     # And the cluster works normally afterwards.
     results = _counter_run(config, tmp_path, 2, 50)
+    assert int((tmp_path / "counter").read_text()) == 100
+    assert [r["overlaps"] for r in results] == [0, 0]
+
+
+def test_postgresql_restart_ends_advisory_locks_and_holds_back_grants(
+        postgres_server, tmp_path):
+    # Advisory locks live in the server's memory: a restart frees them all
+    # while the holder still runs. Nobody may get the key before the holder
+    # has learnt of its loss (its renewal fails), so for RESTART_GRACE
+    # seconds after the server starts nothing is granted.
+    env = child_env(LOCKS_DATABASE_URL=postgres_server.url)
+    assert run(f"{NODES}:migrate", "locks", env=env) == "migrated"
+    config = {"BACKEND": "database", "OPTIONS": {
+        "MODE": "advisory", "DATABASE": "locks", "RESTART_GRACE": 2.0}}
+    time.sleep(2.0)  # the grace after the first start
+    holder_ready = tmp_path / "holder"
+    holder = spawn(f"{NODES}:hold_through_restart", config, "restart",
+                   str(holder_ready), 3.0, env=env)
+    _wait_for(holder_ready)
+    waiters = []
+    for n in range(2):
+        ready = tmp_path / f"waiter{n}"
+        waiters.append(spawn(f"{NODES}:wait_then_hold", config, "restart",
+                             str(ready), 0.3, 3.0, env=env))
+        _wait_for(ready)
+    time.sleep(0.5)  # the waiters are queued on the server by now
+
+    postgres_server.restart()
+
+    old = result(holder)
+    got = sorted((result(w) for w in waiters), key=lambda r: r["got_at"])
+    assert old["held"] is False
+    assert got[0]["got_at"] > old["lost_at"]
+    assert got[1]["got_at"] >= got[0]["left_at"]
+    assert all(r["held"] for r in got)
+    assert old["token"] < got[0]["token"] < got[1]["token"]
+
+    results = _counter_run(config, tmp_path, 2, 50, env=env)
     assert int((tmp_path / "counter").read_text()) == 100
     assert [r["overlaps"] for r in results] == [0, 0]

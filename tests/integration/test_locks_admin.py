@@ -3,6 +3,7 @@
 import io
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import override_settings
@@ -15,9 +16,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CHANGELIST = "admin:coordination_lockrecord_changelist"
 
 
-@pytest.fixture(params=["database", "redis"])
+BACKENDS = ["database", "redis"]
+if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
+    BACKENDS.append("database-advisory")
+
+
+@pytest.fixture(params=BACKENDS)
 def locks(request):
     config = {"BACKEND": "database"}
+    if request.param == "database-advisory":
+        config["OPTIONS"] = {"MODE": "advisory"}
     if request.param == "redis":
         request.getfixturevalue("redis_client")
         config = {"BACKEND": "redis",

@@ -10,12 +10,16 @@ import threading
 import time
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from coordination.exceptions import LockAcquireError, LockNotHeldError
 from coordination.services import services
 
 BACKENDS = ["local", "database", "redis"]
+if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
+    # Advisory locks are PostgreSQL's; .ci/run's PostgreSQL pass runs them.
+    BACKENDS.append("database-advisory")
 
 # The database backend writes on its own connection, so each test needs a
 # real (flushed) test database rather than a rolled-back transaction.
@@ -25,6 +29,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _config(request, name):
     if name == "database":
         return {"BACKEND": "database"}
+    if name == "database-advisory":
+        return {"BACKEND": "database", "OPTIONS": {"MODE": "advisory"}}
     if name == "redis":
         url = request.getfixturevalue("redis_url")
         request.getfixturevalue("redis_client")  # flushed before and after

@@ -105,3 +105,25 @@ def test_resolve_raises_configuration_error():
         backends.resolve("LOCKS", "nope")
     with pytest.raises(ConfigurationError):
         backends.register("NOPE", "x", object)
+
+
+def test_lock_mode_is_row_or_advisory():
+    (msg,) = errors_for(LOCKS={"BACKEND": "database", "OPTIONS": {"MODE": "fast"}})
+    assert '["MODE"]' in msg and '"advisory"' in msg
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+@override_settings(DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
+                                          "NAME": "x.sqlite3"}})
+def test_advisory_mode_needs_postgresql():
+    # Only the settings the check reads change, no connection.
+    (msg,) = errors_for(LOCKS={"BACKEND": "database",
+                               "OPTIONS": {"MODE": "advisory"}})
+    assert "needs PostgreSQL" in msg and "sqlite3" in msg
+
+
+@pytest.mark.parametrize("name", ["RESTART_GRACE", "WRITE_AFTER", "STALE_AFTER",
+                                  "WAIT_SLICE"])
+def test_advisory_seconds_must_be_positive(name):
+    (msg,) = errors_for(LOCKS={"BACKEND": "database", "OPTIONS": {name: -1}})
+    assert f'["{name}"]' in msg and "positive number of seconds" in msg

@@ -36,9 +36,24 @@ COLUMNS = ("namespace", "key", "owner_token", "fencing", "owner",
 
 
 class DatabaseBackend(BaseLockBackend):
-    """A lock row per key; waiters poll with a short, bounded back-off."""
+    """A lock row per key; waiters poll with a short, bounded back-off.
 
-    allowed_options = {"DATABASE", "SYNCHRONOUS_COMMIT", "PREPARE"}
+    With ``OPTIONS["MODE"] = "advisory"`` (PostgreSQL), the instance is an
+    :class:`~.advisory.AdvisoryBackend` instead.
+    """
+
+    allowed_options = {"DATABASE", "SYNCHRONOUS_COMMIT", "PREPARE", "MODE",
+                       "RESTART_GRACE", "WRITE_AFTER", "STALE_AFTER",
+                       "WAIT_SLICE"}
+    # Whether the admin lists the lock rows themselves (held_locks otherwise).
+    lists_rows = True
+
+    def __new__(cls, namespace, options=None):
+        if cls is DatabaseBackend and (options or {}).get("MODE") == "advisory":
+            from .advisory import AdvisoryBackend
+
+            cls = AdvisoryBackend
+        return super().__new__(cls)
 
     @staticmethod
     def validate_options(options):
@@ -57,6 +72,31 @@ class DatabaseBackend(BaseLockBackend):
                 errors.append(
                     f'COORDINATION["LOCKS"]["OPTIONS"]["{name}"] must be True '
                     "or False."
+                )
+        mode = options.get("MODE", "row")
+        if mode not in ("row", "advisory"):
+            errors.append(
+                f'COORDINATION["LOCKS"]["OPTIONS"]["MODE"] is {mode!r}; use '
+                '"row" (the default) or "advisory" (PostgreSQL only).'
+            )
+        elif mode == "advisory" and alias in settings.DATABASES and (
+            "postgresql" not in settings.DATABASES[alias].get("ENGINE", "")
+        ):
+            errors.append(
+                f'COORDINATION["LOCKS"]["OPTIONS"]["MODE"] "advisory" needs '
+                f"PostgreSQL, but DATABASES[{alias!r}] is "
+                f"{settings.DATABASES[alias].get('ENGINE')!r}; use the row "
+                'mode there (remove "MODE").'
+            )
+        for name in ("RESTART_GRACE", "WRITE_AFTER", "STALE_AFTER", "WAIT_SLICE"):
+            value = options.get(name)
+            if name in options and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+                or value < 0 or (value == 0 and name != "RESTART_GRACE")
+            ):
+                errors.append(
+                    f'COORDINATION["LOCKS"]["OPTIONS"]["{name}"] is {value!r}; '
+                    "it must be a positive number of seconds."
                 )
         return errors
 
