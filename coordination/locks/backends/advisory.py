@@ -39,6 +39,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from django.db import connections
@@ -103,10 +104,14 @@ TERMINATE = "SELECT pg_terminate_backend(%s, 5000)"
 CLEAR = (f"UPDATE {TABLE} SET owner_token = '', expires_at = clock_timestamp() "
          "WHERE namespace = %s AND key = %s AND owner_token <> ''")
 HELD = (
-    f"SELECT l.key, l.fencing, l.owner, l.acquired_at, l.expires_at FROM {TABLE} l "
-    "WHERE l.namespace = %s AND l.owner_token <> '' AND EXISTS (SELECT 1 FROM "
-    "pg_locks p WHERE p.locktype = 'advisory' AND p.granted AND p.objsubid = 2 "
-    "AND p.pid::text = l.owner->>'session') ORDER BY l.key"
+    "SELECT key, fencing, owner, acquired_at, expires_at, "
+    f"(owner->>'session')::int FROM {TABLE} WHERE namespace = %s "
+    "AND owner_token <> '' AND owner ? 'session' ORDER BY key"
+)
+GRANTED = (
+    "SELECT pid, classid::bigint, objid::bigint FROM pg_locks WHERE locktype = "
+    "'advisory' AND granted AND objsubid = 2 AND database = (SELECT oid FROM "
+    "pg_database WHERE datname = current_database())"
 )
 
 
@@ -154,6 +159,19 @@ class AdvisoryBackend(DatabaseBackend):
         # When the sleeping lock thread wakes next (0: it is awake).
         self._thread_wake = 0.0
         self._grace_logged = 0.0
+        # Sessions a forked child inherited: never used, never closed (that
+        # would end the parent's session), only kept from the collector.
+        self._inherited: list = []
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+
+    def _after_fork(self):
+        self._inherited += self._idle + [h.session for h in self._holds.values()]
+        self._idle, self._idle_pid = [], os.getpid()
+        self._holds = {}
+        # The parent's threads are gone; so may be a lock they held.
+        self._cond = threading.Condition()
+        self._thread, self._thread_pid, self._thread_wake = None, None, 0.0
 
     # -- sessions -------------------------------------------------------------
 
@@ -204,7 +222,8 @@ class AdvisoryBackend(DatabaseBackend):
     # -- acquisition ----------------------------------------------------------
 
     def try_acquire_once(self, key, owner_token, ttl, owner):
-        return self.acquire(key, owner_token, ttl, owner, 0)
+        granted = self.acquire(key, owner_token, ttl, owner, 0)
+        return None if granted is None else granted[0]
 
     def acquire(self, key, owner_token, ttl, owner, wait):
         import psycopg
@@ -472,15 +491,21 @@ class AdvisoryBackend(DatabaseBackend):
         session = self._session()
         try:
             rows = session.execute(HELD, (self.namespace,)).fetchall()
+            granted = set(session.execute(GRANTED).fetchall())
         except Exception:
             self._discard(session)
             raise
         self._put_back(session)
-        return [{
-            "key": key, "token": fence,
-            "owner": _owner_dict(owner),
-            "acquired_at": acquired, "expires_at": expires,
-        } for key, fence, owner, acquired, expires in rows]
+        held = []
+        for key, fence, owner, acquired, expires, pid in rows:
+            # Held only if that session still holds that key's lock (a row
+            # outlives a holder whose session was ended).
+            a, b = lock_ids(self.namespace, key)
+            if (pid, a & 0xFFFFFFFF, b & 0xFFFFFFFF) in granted:
+                held.append({"key": key, "token": fence,
+                             "owner": _owner_dict(owner),
+                             "acquired_at": acquired, "expires_at": expires})
+        return held
 
     def close(self):
         with self._cond:
@@ -495,6 +520,12 @@ class AdvisoryBackend(DatabaseBackend):
         for session in idle + [h.session for h in holds]:
             self._discard(session)
         super().close()
+
+
+def _after_fork(ref):
+    backend = ref()
+    if backend is not None:
+        backend._after_fork()
 
 
 def _owner_dict(owner):
