@@ -205,17 +205,21 @@ def uncontended(names, seconds):
     """Samples per tool, taken in interleaved batches so that the noise of a
     shared machine hits every tool alike."""
     tools = {name: TOOLS[name]() for name in names}
+    # A key per tool: the row-mode tools share one table, and the dead row
+    # versions one tool leaves behind would slow every other reader of it.
+    keys = {name: f"uncontended-{n}" for n, name in enumerate(names)}
     samples = {name: [] for name in names}
-    for tool in tools.values():
+    for name, tool in tools.items():
         for _ in range(20):  # warm up connections, scripts, prepared plans
-            with tool("uncontended"):
+            with tool(keys[name]):
                 pass
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         for name, tool in tools.items():
+            key = keys[name]
             for _ in range(20):
                 start = time.perf_counter()
-                with tool("uncontended"):
+                with tool(key):
                     pass
                 samples[name].append(time.perf_counter() - start)
     return samples
