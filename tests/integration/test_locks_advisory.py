@@ -115,3 +115,21 @@ def test_a_forked_child_leaves_the_parents_sessions_alone():
         manager().try_acquire("forked")
     assert lock.release() is True
     locks.stop()
+
+
+def test_a_waiter_ends_a_holder_that_stops_after_it_started_waiting(caplog):
+    holder = manager(WAIT_SLICE=0.2)
+    lock = holder.acquire("later", ttl=0.6)
+    holder.held_locks()  # its lease row is written now
+    holder.backend._thread_pid = -1  # stopped: nothing ends it locally
+    with holder.backend._cond:
+        holder.backend._cond.notify_all()
+    taker = manager(WAIT_SLICE=0.2)
+    started = time.monotonic()
+    # Busy when the wait starts; the lease runs out while it waits.
+    got = taker.acquire("later", ttl=5, timeout=5)
+    assert 0.3 < time.monotonic() - started < 3
+    assert got.token > lock.token
+    assert any(r.action == "lock_expired_holder" for r in caplog.records)
+    got.release()
+    taker.stop()

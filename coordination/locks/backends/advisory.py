@@ -250,10 +250,15 @@ class AdvisoryBackend(DatabaseBackend):
                 if fence is not None:
                     return fence, started
                 first = False
+                out_of_time = remaining is not None and (
+                    deadline - time.monotonic() <= 0)
                 if pause:
                     self._note_grace(key)
-                elif wait_slice is None and self._end_stale_holder(key):
-                    continue  # try again at once
+                elif (wait_slice is not None or out_of_time) and (
+                        self._end_stale_holder(key)):
+                    # After a slice in vain (or before giving up): the
+                    # holder's lease had run out; try again at once.
+                    continue
                 backoff = 0.05
             except psycopg.OperationalError:
                 # The server is down or restarting: wait for it, within
