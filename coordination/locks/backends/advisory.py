@@ -56,15 +56,14 @@ IDLE_SESSIONS = 4
 _CLOCK_US = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
 _FLOOR = (f"COALESCE((SELECT fencing + 1 FROM {TABLE} WHERE namespace = %s "
           "AND key = %s), 0)")
-# (granted, fencing number, grant time)
-TRY = (f"SELECT pg_try_advisory_lock(%s, %s), GREATEST({_CLOCK_US}, {_FLOOR}), "
-       "clock_timestamp()")
+# (granted, fencing number)
+TRY = f"SELECT pg_try_advisory_lock(%s, %s), GREATEST({_CLOCK_US}, {_FLOOR})"
 # The same, queued up to lock_timeout; the fencing number is read once
 # granted (and would be larger than the last holder's anyway, since it was
 # asked for while that holder held the key).
 WAIT = (
     "SELECT set_config('lock_timeout', %s, false), pg_advisory_lock(%s, %s), "
-    f"GREATEST({_CLOCK_US}, {_FLOOR}), clock_timestamp()"
+    f"GREATEST({_CLOCK_US}, {_FLOOR})"
 )
 # Seconds of the restart grace left, read when a session opens: a session
 # cannot outlive a server restart, so that once is enough.
@@ -78,12 +77,14 @@ UNLOCK_ROW = (
     "clock_timestamp() WHERE namespace = %s AND key = %s AND owner_token = %s "
     "RETURNING 1) SELECT pg_advisory_unlock(%s, %s)"
 )
-# The lease row, tagged with the session that holds the lock.
+# The lease row, tagged with the session that holds the lock; acquired_at
+# is the server's clock less the seconds held so far.
 WRITE = (
     f"INSERT INTO {TABLE} AS l (namespace, key, owner_token, fencing, owner, "
     "acquired_at, expires_at) VALUES (%s, %s, %s, %s, %s::jsonb || "
-    "jsonb_build_object('session', pg_backend_pid()), %s, clock_timestamp() + "
-    "%s * interval '1 second') ON CONFLICT (namespace, key) DO UPDATE SET "
+    "jsonb_build_object('session', pg_backend_pid()), clock_timestamp() - %s * "
+    "interval '1 second', clock_timestamp() + %s * interval '1 second') "
+    "ON CONFLICT (namespace, key) DO UPDATE SET "
     "owner_token = excluded.owner_token, fencing = GREATEST(l.fencing, "
     "excluded.fencing), owner = excluded.owner, acquired_at = "
     "excluded.acquired_at, expires_at = excluded.expires_at"
@@ -125,13 +126,12 @@ def lock_ids(namespace, key):
 
 class _Hold:
     __slots__ = ("key", "owner_token", "session", "ids", "fence", "owner_json",
-                 "ttl", "since", "until", "acquired_at", "written", "mutex")
+                 "ttl", "since", "until", "written", "mutex")
 
-    def __init__(self, key, owner_token, session, ids, fence, owner_json, ttl,
-                 acquired_at):
+    def __init__(self, key, owner_token, session, ids, fence, owner_json, ttl):
         self.key, self.owner_token, self.session = key, owner_token, session
         self.ids, self.fence, self.owner_json = ids, fence, owner_json
-        self.ttl, self.acquired_at = ttl, acquired_at
+        self.ttl = ttl
         self.since = time.monotonic()
         self.until = self.since + ttl
         self.written = False
@@ -293,12 +293,12 @@ class AdvisoryBackend(DatabaseBackend):
                 return None, grace
             try:
                 if wait_slice is None:
-                    granted, fence, at = session.execute(
+                    granted, fence = session.execute(
                         TRY, (*ids, self.namespace, key)).fetchone()
                 else:
                     timeout = f"{max(1, int(wait_slice * 1000))}ms"
                     try:
-                        _, _, fence, at = session.execute(
+                        _, _, fence = session.execute(
                             WAIT, (timeout, *ids, self.namespace, key)).fetchone()
                         granted = True
                     except psycopg.errors.LockNotAvailable:
@@ -319,7 +319,7 @@ class AdvisoryBackend(DatabaseBackend):
             self._put_back(session)
             return None, 0
         hold = _Hold(key, owner_token, session, ids, int(fence),
-                     self.owner_json(owner), ttl, at)
+                     self.owner_json(owner), ttl)
         first_due = hold.since + min(self.write_after, ttl / 2)
         with self._cond:
             self._holds[owner_token] = hold
@@ -414,7 +414,7 @@ class AdvisoryBackend(DatabaseBackend):
             try:
                 hold.session.execute(WRITE, (
                     self.namespace, hold.key, hold.owner_token, hold.fence,
-                    hold.owner_json, hold.acquired_at, ttl))
+                    hold.owner_json, time.monotonic() - hold.since, ttl))
             except Exception:
                 logger.warning(
                     "Lost the session holding lock=%s token=%s; the lock is gone",
