@@ -165,25 +165,23 @@ def test_run_exclusive_keeps_a_short_ttl_to_the_end(config, locks, tmp_path):
     assert refused > 5
 
 
-def test_redis_restart_while_held_and_waited(redis_server, tmp_path):
-    config = {"BACKEND": "redis", "OPTIONS": {"URL": redis_server.url,
-                                              "POLL_INTERVAL": 0.2}}
+def _held_through_restart(config, tmp_path, restart, env=None):
+    """A holder and two waiters on one key while ``restart()`` runs: the
+    holder must learn of its loss before anyone gets the key, the waiters
+    take turns with larger tokens, and the cluster works normally after."""
     holder_ready = tmp_path / "holder"
     holder = spawn(f"{NODES}:hold_through_restart", config, "restart",
-                   str(holder_ready), 3.0)
+                   str(holder_ready), 3.0, env=env)
     _wait_for(holder_ready)
     waiters = []
     for n in range(2):
         ready = tmp_path / f"waiter{n}"
         waiters.append(spawn(f"{NODES}:wait_then_hold", config, "restart",
-                             str(ready), 0.3, 3.0))
+                             str(ready), 0.3, 3.0, env=env))
         _wait_for(ready)
-    time.sleep(0.5)  # the waiters are blocked in BLPOP by now
+    time.sleep(0.5)  # the waiters are waiting on the server by now
 
-    # The holder renews every second (ttl 3 s): a short outage usually falls
-    # between two renewals, so the waiters reconnect before the holder can
-    # notice its loss, and must hold back on their own.
-    redis_server.restart(down_for=0.05)
+    restart()
 
     old = result(holder)
     got = sorted((result(w) for w in waiters), key=lambda r: r["got_at"])
@@ -196,9 +194,19 @@ def test_redis_restart_while_held_and_waited(redis_server, tmp_path):
     assert old["token"] < got[0]["token"] < got[1]["token"]
 
     # And the cluster works normally afterwards.
-    results = _counter_run(config, tmp_path, 2, 50)
+    results = _counter_run(config, tmp_path, 2, 50, env=env)
     assert int((tmp_path / "counter").read_text()) == 100
     assert [r["overlaps"] for r in results] == [0, 0]
+
+
+def test_redis_restart_while_held_and_waited(redis_server, tmp_path):
+    config = {"BACKEND": "redis", "OPTIONS": {"URL": redis_server.url,
+                                              "POLL_INTERVAL": 0.2}}
+    # The holder renews every second (ttl 3 s): a short outage usually falls
+    # between two renewals, so the waiters reconnect before the holder can
+    # notice its loss, and must hold back on their own.
+    _held_through_restart(config, tmp_path,
+                          lambda: redis_server.restart(down_for=0.05))
 
 
 def test_postgresql_restart_ends_advisory_locks_and_holds_back_grants(
@@ -212,28 +220,4 @@ def test_postgresql_restart_ends_advisory_locks_and_holds_back_grants(
     config = {"BACKEND": "database", "OPTIONS": {
         "MODE": "advisory", "DATABASE": "locks", "RESTART_GRACE": 2.0}}
     time.sleep(2.0)  # the grace after the first start
-    holder_ready = tmp_path / "holder"
-    holder = spawn(f"{NODES}:hold_through_restart", config, "restart",
-                   str(holder_ready), 3.0, env=env)
-    _wait_for(holder_ready)
-    waiters = []
-    for n in range(2):
-        ready = tmp_path / f"waiter{n}"
-        waiters.append(spawn(f"{NODES}:wait_then_hold", config, "restart",
-                             str(ready), 0.3, 3.0, env=env))
-        _wait_for(ready)
-    time.sleep(0.5)  # the waiters are queued on the server by now
-
-    postgres_server.restart()
-
-    old = result(holder)
-    got = sorted((result(w) for w in waiters), key=lambda r: r["got_at"])
-    assert old["held"] is False
-    assert got[0]["got_at"] > old["lost_at"]
-    assert got[1]["got_at"] >= got[0]["left_at"]
-    assert all(r["held"] for r in got)
-    assert old["token"] < got[0]["token"] < got[1]["token"]
-
-    results = _counter_run(config, tmp_path, 2, 50, env=env)
-    assert int((tmp_path / "counter").read_text()) == 100
-    assert [r["overlaps"] for r in results] == [0, 0]
+    _held_through_restart(config, tmp_path, postgres_server.restart, env=env)
