@@ -42,6 +42,7 @@ import time
 import weakref
 from typing import Any
 
+import psycopg
 from django.db import connections
 from django.db.utils import load_backend
 
@@ -151,7 +152,6 @@ class AdvisoryBackend(DatabaseBackend):
         self.stale_after = float(self.options.get("STALE_AFTER", 5.0))
         self.wait_slice = float(self.options.get("WAIT_SLICE", 0.5))
         self._idle: list = []
-        self._idle_pid = os.getpid()
         self._holds: dict[str, _Hold] = {}
         self._cond = threading.Condition()
         self._thread = None
@@ -168,7 +168,7 @@ class AdvisoryBackend(DatabaseBackend):
 
     def _after_fork(self):
         self._inherited += self._idle + [h.session for h in self._holds.values()]
-        self._idle, self._idle_pid = [], os.getpid()
+        self._idle = []
         self._holds = {}
         # The parent's threads are gone; so may be a lock they held.
         self._cond = threading.Condition()
@@ -180,12 +180,10 @@ class AdvisoryBackend(DatabaseBackend):
         settings_dict = dict(connections[self.alias].settings_dict)
         wrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(
             settings_dict, self.alias)
-        import psycopg
-
         # Django's parameters (host, port, OPTIONS such as sslmode), but a
-        # plain psycopg connection: Django's adapters and client-side
-        # cursor cost more than the statements here (measured: half again
-        # the round trip), and its default turns prepared statements off.
+        # plain psycopg connection: no Django adapters or client-side
+        # cursor around two tiny statements, and prepared statements on
+        # (Django's default turns them off).
         params = wrapper.get_connection_params()
         for name in ("context", "cursor_factory", "prepare_threshold"):
             params.pop(name, None)
@@ -201,17 +199,13 @@ class AdvisoryBackend(DatabaseBackend):
 
     def _session(self):
         with self._cond:
-            if self._idle_pid != os.getpid():
-                # A forked child must not use its parent's sockets.
-                self._idle, self._idle_pid = [], os.getpid()
             if self._idle:
                 return self._idle.pop()
         return self._open()
 
     def _put_back(self, session):
         with self._cond:
-            if (self._idle_pid == os.getpid() and len(self._idle) < IDLE_SESSIONS
-                    and not session.closed):
+            if len(self._idle) < IDLE_SESSIONS and not session.closed:
                 self._idle.append(session)
                 return
         self._discard(session)
@@ -230,8 +224,6 @@ class AdvisoryBackend(DatabaseBackend):
         return None if granted is None else granted[0]
 
     def acquire(self, key, owner_token, ttl, owner, wait):
-        import psycopg
-
         deadline = None if wait is None else time.monotonic() + wait
         backoff = 0.05
         first = True
@@ -283,8 +275,6 @@ class AdvisoryBackend(DatabaseBackend):
         Returns (fencing number or None when busy, seconds of restart grace
         left, in which nothing is granted).
         """
-        import psycopg
-
         ids = lock_ids(self.namespace, key)
         for retry in (False, True):
             session = self._session()
@@ -529,13 +519,10 @@ class AdvisoryBackend(DatabaseBackend):
     def close(self):
         with self._cond:
             idle, self._idle = self._idle, []
-            mine = self._idle_pid == os.getpid()
             holds = list(self._holds.values())
             self._holds.clear()
             self._thread_pid = None
             self._cond.notify_all()
-        if not mine:
-            return
         for session in idle + [h.session for h in holds]:
             self._discard(session)
         super().close()
