@@ -62,11 +62,14 @@ def no_flush(alias):
     return connection.vendor == "postgresql" and not connection.in_atomic_block
 
 
-def relaxed(queryset):
-    """``queryset`` whose update commits without the WAL flush, where allowed."""
+def _mark_succeeded(queryset):
+    """Record the success of ``queryset``'s rows without waiting for the
+    disk, where allowed (PostgreSQL: ``NO_FLUSH``; SQLite: see below)."""
     if no_flush(queryset.db):
-        return queryset.filter(RawSQL(NO_FLUSH, [], output_field=BooleanField()))
-    return queryset
+        queryset = queryset.filter(RawSQL(NO_FLUSH, [], output_field=BooleanField()))
+    with sqlite_no_sync(queryset.db):
+        return queryset.update(status=SUCCEEDED, finished=timezone.now(),
+                               lease_owner="", lease_expires=None)
 
 
 @contextmanager
@@ -223,12 +226,7 @@ def _mine(event):
 
 
 def succeed(event):
-    rows = _mine(event)
-    with sqlite_no_sync(rows.db):
-        return relaxed(rows).update(
-            status=SUCCEEDED, finished=timezone.now(), lease_owner="",
-            lease_expires=None,
-        ) == 1
+    return _mark_succeeded(_mine(event)) == 1
 
 
 def unclaim(event):
@@ -247,12 +245,8 @@ def succeed_many(events):
     for event in events:
         mine |= Q(id=event.id, lease_owner=event.lease_owner,
                   attempts=event.attempts)
-    rows = Event.objects.using(db_alias()).filter(mine, status=RUNNING)
-    with sqlite_no_sync(rows.db):
-        return relaxed(rows).update(
-            status=SUCCEEDED, finished=timezone.now(), lease_owner="",
-            lease_expires=None,
-        )
+    return _mark_succeeded(
+        Event.objects.using(db_alias()).filter(mine, status=RUNNING))
 
 
 def fail(event, error, *, timed_out, delay, dispatched):
