@@ -13,7 +13,7 @@ an fsync. What the row mode gets from its table, this mode gets as follows:
   that dies (the holder process was killed) frees its lock at once.
 - Waiting: a blocking ``pg_advisory_lock`` in slices of ``WAIT_SLICE``
   seconds (``lock_timeout``), so waiters are queued by the server and woken
-  the moment the lock is freed, in arrival order.
+  when the lock is freed.
 - Fencing: the server clock in microseconds at the grant, and never less
   than the last fencing number recorded in the key's row plus one.
 - Leases: a lock held longer than ``WRITE_AFTER`` seconds gets its row in
