@@ -12,6 +12,8 @@ from pathlib import Path
 
 from django.test import override_settings
 
+from tests.support.processes import announce
+
 
 def _manager(config):
     from coordination.services import services
@@ -70,7 +72,7 @@ def hold_forever(config, key, ready, ttl):
     """Take ``key`` (renewed) and sleep until killed."""
     locks = _manager(config)
     with locks.lock(key, ttl=ttl) as lock:
-        Path(ready).write_text(json.dumps(lock.token))
+        announce(ready, json.dumps(lock.token))
         while True:
             time.sleep(1)
 
@@ -82,7 +84,7 @@ def outlive_lease(config, key, ready, proceed, ttl):
 
     locks = _manager(config)
     lock = locks.acquire(key, ttl=ttl)
-    Path(ready).write_text(json.dumps(lock.token))
+    announce(ready, json.dumps(lock.token))
     _wait_for(proceed)
     released = lock.release()
     try:
@@ -99,10 +101,10 @@ def long_job(config, key, ready, ttl, seconds):
     locks = _manager(config)
 
     def work():
-        Path(ready).write_text("in")
+        announce(ready, "in")
         time.sleep(seconds)
         # Still inside run_exclusive: the lock is released after this.
-        Path(f"{ready}.done").write_text("done")
+        announce(f"{ready}.done", "done")
         return "done"
 
     return locks.run_exclusive(key, work, ttl=ttl)
@@ -113,7 +115,7 @@ def hold_through_restart(config, key, ready, ttl):
     seen lost, as wall-clock times other processes can compare."""
     locks = _manager(config)
     with locks.lock(key, ttl=ttl) as lock:
-        Path(ready).write_text(json.dumps(lock.token))
+        announce(ready, json.dumps(lock.token))
         start = time.time()
         while lock.held() and time.time() - start < 60:
             time.sleep(0.005)
@@ -124,7 +126,7 @@ def hold_through_restart(config, key, ready, ttl):
 def wait_then_hold(config, key, ready, hold, ttl):
     """Wait for ``key``, then hold it for ``hold`` seconds; report when."""
     locks = _manager(config)
-    Path(ready).write_text("waiting")
+    announce(ready, "waiting")
     with locks.lock(key, ttl=ttl, timeout=120) as lock:
         got_at = time.time()
         time.sleep(hold)

@@ -33,6 +33,16 @@ def database_url():
     raise NotImplementedError(f"no URL for {sd['ENGINE']}")
 
 
+def announce(path, text):
+    """Write ``text`` to ``path`` so a reader polling for the file never sees
+    it empty or half written (the writer may be stopped or killed right
+    after): write a temporary file beside it, then rename it into place."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def child_env(**extra):
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = os.environ.get(
