@@ -8,7 +8,8 @@ Measures, in one run on the same broker and database:
    plus the message, 100 per transaction) against raw Celery
    ``apply_async``, on RabbitMQ;
 2. latency from publish to the start of the handler, against a raw Celery
-   task, with a real Celery worker (threads pool);
+   task, with a real Celery worker (threads pool) set up as in a Django
+   project (Celery's Django fixup installed);
 3. the ``database`` backend on SQLite, no-op events end to end, against
    huey's ``SqliteHuey``, with 1, 2 and 4 worker processes.
 
@@ -107,6 +108,13 @@ def subscribe(process=True):
 
 def role_celery_worker():
     setup_django()
+    # What Celery installs by itself in a Django project's worker (it finds
+    # DJANGO_SETTINGS_MODULE; this bench configures settings in code): among
+    # other things, every database connection of the thread is closed
+    # before and after each task.
+    from celery.fixups.django import DjangoFixup
+
+    DjangoFixup(APP).install()
     subscribe()
     APP.worker_main(["worker", "-Q", QUEUE, "-P", "threads", "-c", "4",
                      "-l", "error", "--without-gossip", "--without-mingle",

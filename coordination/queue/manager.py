@@ -398,7 +398,11 @@ class EventQueue:
         (self._subscriptions.get(event.channel) or sub).release()
 
     def _call(self, sub, event, context):
-        tidy_connections()
+        # A transaction already open belongs to whoever runs us (a Celery
+        # task run eagerly inside the caller's atomic block): not ours.
+        callers = {conn.alias for conn in connections.all(initialized_only=True)
+                   if conn.in_atomic_block}
+        tidy_connections(callers)
         started = time.monotonic()
         try:
             result = sub.process(event.payload, context)
@@ -415,7 +419,7 @@ class EventQueue:
                 event.channel, context.attempt, time.monotonic() - started,
                 extra={"action": "run"},
             )
-            tidy_connections()
+            tidy_connections(callers)
 
     def _record(self, event, context, error):
         reason = context.signal.reason
@@ -450,16 +454,17 @@ class EventQueue:
         return list(self._running)
 
 
-def tidy_connections():
+def tidy_connections(skip=()):
     """Drop database connections a handler broke; keep healthy ones open.
 
     Background threads keep their connections across events (reconnecting
     per event costs more than a no-op event). A connection that saw an
     error and no longer answers, or that a handler left inside a
-    transaction, is closed, so the next query opens a fresh one.
+    transaction, is closed, so the next query opens a fresh one. The
+    aliases in ``skip`` are left alone.
     """
     for conn in connections.all(initialized_only=True):
-        if conn.connection is None:
+        if conn.connection is None or conn.alias in skip:
             continue
         if conn.in_atomic_block or (
             conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]

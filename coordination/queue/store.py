@@ -8,8 +8,12 @@ write is conditional on the claim (status, owner and attempt number), so a
 runner that lost its lease can no longer change the row.
 """
 
+import copy
 import datetime
+import functools
+import os
 import random
+import threading
 from contextlib import contextmanager
 
 from django.db import connections, router
@@ -30,6 +34,75 @@ def db_alias(write=True):
     if write:
         return router.db_for_write(Event)
     return router.db_for_read(Event)
+
+
+# -- a kept connection for the runner's own statements -------------------------
+
+_kept = threading.local()
+
+
+@contextmanager
+def kept_connection():
+    """Run this thread's claim and outcome statements on a connection of its
+    own, kept from one use to the next.
+
+    For the Celery task: Celery's Django fixup closes every database
+    connection of the thread before and after each task (unless
+    ``CELERY_DB_REUSE_MAX`` is set), so the claim would open a new one for
+    every event. The kept connection is not registered in
+    ``django.db.connections``, so the fixup leaves it alone; the handler in
+    between still uses the thread's usual connection, under the project's
+    settings. The kept connection is built from the same settings without
+    ``"pool"``: held for the thread's life, it would take a pool slot away
+    for good.
+    """
+    depth = getattr(_kept, "depth", 0)
+    _kept.depth = depth + 1
+    try:
+        yield
+    finally:
+        _kept.depth = depth
+
+
+def _own_statement(function):
+    """Run ``function`` on the thread's kept connection when
+    :func:`kept_connection` is active, else on the usual one."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        if not getattr(_kept, "depth", 0):
+            return function(*args, **kwargs)
+        alias = db_alias()
+        previous = connections[alias]
+        if previous.in_atomic_block:
+            # The caller's transaction must see (and own) these writes.
+            return function(*args, **kwargs)
+        connections[alias] = _kept_wrapper(alias, previous)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections[alias] = previous
+
+    return wrapper
+
+
+def _kept_wrapper(alias, usual):
+    wrappers = getattr(_kept, "wrappers", None)
+    if wrappers is None or _kept.pid != os.getpid():
+        # A forked child never uses its parent's sockets.
+        wrappers = _kept.wrappers = {}
+        _kept.pid = os.getpid()
+    wrapper = wrappers.get(alias)
+    if wrapper is None:
+        settings_dict = copy.deepcopy(usual.settings_dict)
+        settings_dict.get("OPTIONS", {}).pop("pool", None)
+        wrapper = wrappers[alias] = type(usual)(settings_dict, alias)
+    elif wrapper.errors_occurred:
+        # As tidy_connections: a broken connection is replaced on next use.
+        if wrapper.connection is not None and not wrapper.is_usable():
+            wrapper.close()
+        wrapper.errors_occurred = False
+    return wrapper
 
 
 def later(seconds):
@@ -170,6 +243,7 @@ def _insert_statement(connection):
     return statement
 
 
+@_own_statement
 def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
     """Take up to ``limit`` runnable events; return their rows.
 
@@ -225,10 +299,12 @@ def _mine(event):
     )
 
 
+@_own_statement
 def succeed(event):
     return _mark_succeeded(_mine(event)) == 1
 
 
+@_own_statement
 def unclaim(event):
     """Give a claim back as if it never happened (the runner cannot run it)."""
     return _mine(event).update(
@@ -237,6 +313,7 @@ def unclaim(event):
     ) == 1
 
 
+@_own_statement
 def succeed_many(events):
     """Record several successes in one statement; return how many were ours."""
     if not events:
@@ -249,6 +326,7 @@ def succeed_many(events):
         Event.objects.using(db_alias()).filter(mine, status=RUNNING))
 
 
+@_own_statement
 def fail(event, error, *, timed_out, delay, dispatched):
     """Record a failed attempt: pending again after ``delay``, or failed.
 
@@ -270,6 +348,23 @@ def fail(event, error, *, timed_out, delay, dispatched):
     event.status = status
     event.run_after = fields.get("run_after", event.run_after)
     return status
+
+
+@_own_statement
+def waiting_row(event_id):
+    """(run_after, timeout) of ``event_id`` if it is pending, else None."""
+    return Event.objects.using(db_alias()).filter(
+        pk=event_id, status=PENDING
+    ).values_list("run_after", "timeout").first()
+
+
+@_own_statement
+def unsent(event_id):
+    """Mark a pending event as having no message out (housekeeping sends it
+    when due)."""
+    return Event.objects.using(db_alias()).filter(
+        pk=event_id, status=PENDING
+    ).update(dispatched_at=None) == 1
 
 
 def renew(owner, ids, lease):

@@ -11,11 +11,12 @@ from .backends.celery import TASK_NAME
 
 
 @shared_task(
-    name=TASK_NAME, acks_late=True, reject_on_worker_lost=True,
+    bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True,
     ignore_result=True, serializer="json",
 )
-def run_event(event_id):
+def run_event(task, event_id):
     from ..services import services
+    from . import store
     from .backends.celery import CeleryBackend
 
     backend = services.event_queue.backend
@@ -24,4 +25,10 @@ def run_event(event_id):
             'coordination.queue.run_event needs COORDINATION["EVENT_QUEUE"]'
             '["BACKEND"] = "celery" in the worker\'s settings.'
         )
-    backend.run(event_id)
+    if task.request.is_eager:
+        # Run in the caller's thread (tests, CELERY_TASK_ALWAYS_EAGER): on
+        # its connection, which sees its uncommitted rows.
+        backend.run(event_id)
+        return
+    with store.kept_connection():
+        backend.run(event_id)

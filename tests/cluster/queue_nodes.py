@@ -4,15 +4,28 @@ Every handler writes what it did to the ``npq_run`` table, so the test
 process can count runs made by other processes.
 """
 
+import json
 import os
 import threading
 import time
+from collections import Counter
 
 from django.db import connection, transaction
+from django.db.backends.signals import connection_created
 
 RUN_TABLE = "npq_run"
 CHANNELS = ("npq-count", "npq-fail", "npq-sleep", "npq-honour", "npq-kill",
-            "npq-conc", "npq-wait")
+            "npq-conc", "npq-wait", "npq-nodb")
+
+# Database connections opened so far, per thread of this process.
+_opened = Counter()
+
+
+def _count_opened(sender, connection, **kwargs):
+    _opened[threading.get_ident()] += 1
+
+
+connection_created.connect(_count_opened)
 
 
 def create_run_table():
@@ -96,10 +109,21 @@ def wait(payload, context):
         note_run(context, note=f"stopped:{context.signal.reason}")
 
 
+def no_database(payload, context):
+    """Uses no database: appends to ``payload["file"]`` how many database
+    connections its thread has opened so far (for the claims and outcomes
+    of this event and the ones before it on the thread)."""
+    thread = threading.get_ident()
+    line = json.dumps([context.event_id, os.getpid(), thread, _opened[thread]])
+    with open(payload["file"], "a") as out:
+        out.write(line + "\n")
+
+
 HANDLERS = {
     "npq-count": (count, None), "npq-fail": (fail, 1), "npq-sleep": (sleep, 1),
     "npq-honour": (honour, 1), "npq-kill": (kill_me, 1),
     "npq-conc": (concurrent, 2), "npq-wait": (wait, 1),
+    "npq-nodb": (no_database, 1),
 }
 
 

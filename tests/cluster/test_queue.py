@@ -178,6 +178,29 @@ def test_thousand_events_from_two_processes_run_exactly_once(cluster, queue,
         assert len({row[1] for row in runs}) >= 2  # work was shared
 
 
+def test_events_reuse_the_runner_connection(queue, tmp_path):
+    # A Celery worker of a Django project closes every database connection
+    # of its thread before and after each task (Celery's Django fixup).
+    # The claim and the outcome must not open a new connection for every
+    # event: a reconnection costs several times the claim itself.
+    report = tmp_path / "report"
+    for _ in range(10):
+        event_id = queue.publish("npq-nodb", {"file": str(report)})
+        assert wait_done(event_id).status == "succeeded"
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert len(lines) == 10
+    opened = {}
+    for _, pid, thread, count in lines:
+        opened.setdefault((pid, thread), []).append(count)
+    # Ten events on at most four threads: some thread ran three or more.
+    assert max(len(counts) for counts in opened.values()) >= 3
+    # After a thread's first event (whose outcome may open the connection
+    # the thread keeps), its count stays put: later claims and outcomes
+    # opened nothing. Earlier tests' handlers opened connections, so the
+    # count itself can be anything.
+    assert all(len(set(counts[1:])) <= 1 for counts in opened.values()), opened
+
+
 def test_rolled_back_publish_never_runs_committed_one_does(queue):
     with pytest.raises(RuntimeError):
         with transaction.atomic():

@@ -28,7 +28,6 @@ from django.utils.module_loading import import_string
 
 from ...exceptions import ConfigurationError
 from .. import store
-from ..models import Event
 from .base import COMMON_OPTIONS, BaseQueueBackend
 
 logger = logging.getLogger(__name__)
@@ -160,15 +159,12 @@ class CeleryBackend(BaseQueueBackend):
         # Gone (rolled back, purged), finished (a duplicate message), or
         # running elsewhere with a live lease: that runner records it.
         # Pending but not due yet (sent early, or clocks differ): wait.
-        row = Event.objects.using(store.db_alias()).filter(
-            pk=event_id, status=store.PENDING
-        ).values("run_after", "timeout").first()
+        row = store.waiting_row(event_id)
         if row is None:
             return
-        delay = (row["run_after"] - timezone.now()).total_seconds()
+        run_after, timeout = row
+        delay = (run_after - timezone.now()).total_seconds()
         if 0 < delay <= self.options["BROKER_DELAY_MAX"]:
-            self.send(event_id, delay, row["timeout"])
+            self.send(event_id, delay, timeout)
         elif delay > 0:
-            Event.objects.using(store.db_alias()).filter(
-                pk=event_id, status=store.PENDING
-            ).update(dispatched_at=None)
+            store.unsent(event_id)
