@@ -14,6 +14,7 @@ import functools
 import os
 import random
 import threading
+import time
 from contextlib import contextmanager
 
 from django.db import connections, router
@@ -86,22 +87,43 @@ def _own_statement(function):
     return wrapper
 
 
+def close_kept_connections():
+    """Close the connections this thread keeps (they reopen on next use)."""
+    wrappers = getattr(_kept, "wrappers", None) or {}
+    if getattr(_kept, "pid", None) == os.getpid():
+        for wrapper, _ in wrappers.values():
+            wrapper.close()
+    _kept.wrappers = {}
+    _kept.pid = os.getpid()
+
+
+# A kept connection idle for this long is checked before use: the server,
+# a proxy or a firewall may have dropped it meanwhile.
+KEPT_CHECK_AFTER = 10.0
+
+
 def _kept_wrapper(alias, usual):
     wrappers = getattr(_kept, "wrappers", None)
     if wrappers is None or _kept.pid != os.getpid():
         # A forked child never uses its parent's sockets.
         wrappers = _kept.wrappers = {}
         _kept.pid = os.getpid()
-    wrapper = wrappers.get(alias)
-    if wrapper is None:
+    now = time.monotonic()
+    known = wrappers.get(alias)
+    if known is None:
         settings_dict = copy.deepcopy(usual.settings_dict)
         settings_dict.get("OPTIONS", {}).pop("pool", None)
-        wrapper = wrappers[alias] = type(usual)(settings_dict, alias)
-    elif wrapper.errors_occurred:
-        # As tidy_connections: a broken connection is replaced on next use.
-        if wrapper.connection is not None and not wrapper.is_usable():
-            wrapper.close()
+        wrapper = type(usual)(settings_dict, alias)
+    else:
+        wrapper, used_at = known
+        stale = now - used_at >= KEPT_CHECK_AFTER
+        if wrapper.connection is not None and (wrapper.errors_occurred or stale):
+            # As tidy_connections: replace a connection that stopped
+            # answering (one round trip, only after an error or a pause).
+            if not wrapper.is_usable():
+                wrapper.close()
         wrapper.errors_occurred = False
+    wrappers[alias] = (wrapper, now)
     return wrapper
 
 
