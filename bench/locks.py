@@ -12,7 +12,9 @@ Prints four tables:
 1. uncontended acquire+release, one process (median and mean per pair);
 2. contended: 4 processes x 200 read-modify-write increments of a counter in
    shared memory under one key: throughput, the median and p99 wait for the
-   lock, and the CPU the processes spent per increment;
+   lock, and the CPU the processes spent per increment; with, for
+   reference, the floor of any hand-over through a Redis list (a bare
+   baton, not a usable lock);
 3. how the wait grows with 1, 4 and 16 contenders.
 Every contended run checks the final counter (no lost update).
 """
@@ -126,6 +128,35 @@ class PythonRedisLock:
         return self.module.Lock(self.client, f"bench:rl:{key}", expire=30)
 
 
+class BareBaton:
+    """Not a usable lock: the floor of any hand-over through a Redis list.
+
+    One element (the baton) in a list; BLPOP takes it, LPUSH gives it back,
+    and Redis wakes the first client blocked on the list. No lease, no
+    fencing, no recovery from a holder that dies: just one blocking
+    command to acquire and one to release.
+    """
+
+    def __init__(self):
+        self.client = redis_client()
+
+    def __call__(self, key):
+        return _Baton(self.client, f"bench:baton:{key}")
+
+
+class _Baton:
+    def __init__(self, client, key):
+        self.client, self.key = client, key
+
+    def __enter__(self):
+        if self.client.set(f"{self.key}:made", 1, nx=True):
+            self.client.lpush(self.key, 1)
+        self.client.blpop([self.key], 30)
+
+    def __exit__(self, *exc):
+        self.client.lpush(self.key, 1)
+
+
 class AdvisoryLock:
     def __init__(self):
         import psycopg
@@ -187,6 +218,7 @@ TOOLS = {
     "redis-py Lock": lambda: RedisPyLock(0.1),
     "redis-py Lock sleep=1ms": lambda: RedisPyLock(0.001),
     "python-redis-lock": PythonRedisLock,
+    "floor: bare BLPOP/LPUSH baton": BareBaton,
     "ours redis": lambda: Ours("redis"),
     "ours redis lock() (renewed)": lambda: Ours("redis", True),
     "pg_advisory_lock": AdvisoryLock,
@@ -326,7 +358,8 @@ def main():
 
     print("1. uncontended acquire+release, one process")
     print(f"{'lock':40} {'pairs':>7} {'median ms':>10} {'mean ms':>9}")
-    names = [n for n in TOOLS if n != "redis-py Lock sleep=1ms"]
+    names = [n for n in TOOLS if n not in (
+        "redis-py Lock sleep=1ms", "floor: bare BLPOP/LPUSH baton")]
     medians = {}
     for name, samples in uncontended(names, seconds * len(names)).items():
         medians[name] = statistics.median(samples)
@@ -345,7 +378,8 @@ def main():
     print(f"{'lock':40} {'done':>9} {'ok':>3} {'incr/s':>8} {'median ms':>10} "
           f"{'p99 ms':>9} {'p99/med':>7} {'cpu ms/incr':>11}")
     names = ["redis-py Lock", "redis-py Lock sleep=1ms", "python-redis-lock",
-             "pg_advisory_lock", "ours redis", "ours redis lock() (renewed)",
+             "pg_advisory_lock", "floor: bare BLPOP/LPUSH baton", "ours redis",
+             "ours redis lock() (renewed)",
              "ours database pg", "ours database pg advisory",
              "ours database sqlite"]
     rounds = 1 if QUICK else 2
@@ -365,8 +399,10 @@ def main():
     raw = ["redis-py Lock", "redis-py Lock sleep=1ms", "python-redis-lock",
            "pg_advisory_lock"]
     best = max(raw, key=lambda n: rows[n]["throughput"])
+    floor = rows["floor: bare BLPOP/LPUSH baton"]["throughput"]
     print(f"   ours redis / best raw ({best}): "
-          f"{rows['ours redis']['throughput'] / rows[best]['throughput']:.2f}x\n")
+          f"{rows['ours redis']['throughput'] / rows[best]['throughput']:.2f}x; "
+          f"the bare baton / best raw: {floor / rows[best]['throughput']:.2f}x\n")
 
     print("3. wait for the lock by number of contenders (run_exclusive-style "
           "lock(), renewed)")
