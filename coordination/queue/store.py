@@ -123,8 +123,35 @@ def _kept_wrapper(alias, usual):
             if not wrapper.is_usable():
                 wrapper.close()
         wrapper.errors_occurred = False
+    if wrapper.connection is None:
+        wrapper.ensure_connection()
+        _relax(wrapper)
     wrappers[alias] = (wrapper, now)
     return wrapper
+
+
+def _relax(wrapper):
+    """Let the kept connection's commits skip the disk flush, once for its
+    session: it runs only claims and outcomes, which may (see ``no_flush``
+    and ``sqlite_no_sync``), so each of them saves setting it around itself."""
+    raw = wrapper.connection
+    if wrapper.vendor == "postgresql":
+        with wrapper.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = off")
+    elif wrapper.vendor == "sqlite":
+        if raw.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            return  # NORMAL is not crash-safe with a rollback journal
+        raw.execute("PRAGMA synchronous = NORMAL")
+    else:
+        return
+    wrapper._coordination_relaxed = raw
+
+
+def _relaxed(connection):
+    """Whether ``connection``'s session already skips the flush (a kept
+    connection, see ``_relax``)."""
+    raw = getattr(connection, "_coordination_relaxed", None)
+    return raw is not None and raw is connection.connection
 
 
 def later(seconds):
@@ -154,7 +181,8 @@ def no_flush(alias):
     own commit, so there it is never used.
     """
     connection = connections[alias]
-    return connection.vendor == "postgresql" and not connection.in_atomic_block
+    return (connection.vendor == "postgresql" and not connection.in_atomic_block
+            and not _relaxed(connection))
 
 
 def _mark_succeeded(queryset):
@@ -180,7 +208,8 @@ def sqlite_no_sync(alias):
     rollback-journal mode NORMAL is not crash-safe, so nothing changes.
     """
     connection = connections[alias]
-    if connection.vendor != "sqlite" or connection.in_atomic_block:
+    if (connection.vendor != "sqlite" or connection.in_atomic_block
+            or _relaxed(connection)):
         yield
         return
     connection.ensure_connection()

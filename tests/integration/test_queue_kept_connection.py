@@ -1,6 +1,7 @@
 """The connection a Celery task thread keeps for claims and outcomes."""
 
 import time
+from contextlib import contextmanager
 
 import pytest
 from django.db import connection, connections
@@ -27,21 +28,24 @@ def new_event():
     return event.pk
 
 
-@pytest.fixture
-def opened():
-    counts = []
+@contextmanager
+def counting_connections():
+    """The database connections opened inside the block."""
+    opened = []
 
-    def count(sender, connection, **kwargs):
-        counts.append(connection)
+    def note(sender, connection, **kwargs):
+        opened.append(connection)
 
-    connection_created.connect(count)
-    yield counts
-    connection_created.disconnect(count)
+    connection_created.connect(note)
+    try:
+        yield opened
+    finally:
+        connection_created.disconnect(note)
 
 
-def test_claims_survive_the_fixup_closing_every_connection(opened):
+def test_claims_survive_the_fixup_closing_every_connection():
     ids = [new_event() for _ in range(3)]
-    with store.kept_connection():
+    with counting_connections() as opened, store.kept_connection():
         for event_id in ids:
             # What Celery's Django fixup does before and after each task.
             connections.close_all()
