@@ -294,6 +294,85 @@ def _insert_statement(connection):
     return statement
 
 
+_CLAIM_STATEMENTS = {}
+
+
+def _claim_statement(connection, *, by_id, skip_flush):
+    """The claim's SQL for one connection's vendor (built once each way).
+
+    Parameters, in order: status, owner, lease expiry, started, then the
+    event id or the channel, the five of the runnable test, and for a
+    channel the limit.
+    """
+    key = (connection.vendor, by_id, skip_flush)
+    sql = _CLAIM_STATEMENTS.get(key)
+    if sql is not None:
+        return sql
+    ops = connection.ops
+    table = ops.quote_name(Event._meta.db_table)
+    columns = ", ".join(ops.quote_name(f.column) for f in Event._meta.concrete_fields)
+    runnable = (
+        "((status = %s AND run_after <= %s) OR (status = %s AND "
+        "lease_expires < %s AND attempts <= max_retries + %s))"
+    )
+    if by_id:
+        # One known row: a plain conditional update.
+        where = f"id = %s AND {runnable}"
+    else:
+        lock = ""
+        if connection.features.has_select_for_update_skip_locked:
+            lock = " FOR UPDATE SKIP LOCKED"
+        where = (
+            f"id IN (SELECT id FROM {table} WHERE channel = %s AND {runnable} "
+            f"ORDER BY run_after, id LIMIT %s{lock})"
+        )
+    sql = _CLAIM_STATEMENTS[key] = (
+        f"UPDATE {table} SET status = %s, attempts = attempts + 1, "
+        f"lease_owner = %s, lease_expires = %s, started = %s "
+        f"WHERE {where}{' AND ' + NO_FLUSH if skip_flush else ''} "
+        f"RETURNING {columns}"
+    )
+    return sql
+
+
+def _events(rows, connection):
+    """Event objects from rows of all of Event's columns, converted as the
+    ORM would (JSON decoded, SQLite's dates and booleans parsed) without
+    its per-query set-up, which cost more than the claim statement."""
+    names, converters = _row_reader(connection)
+    events = []
+    for row in rows:
+        values = list(row)
+        for index, functions, expression in converters:
+            value = values[index]
+            for function in functions:
+                value = function(value, expression, connection)
+            values[index] = value
+        events.append(Event.from_db(connection.alias, names, values))
+    return sorted(events, key=lambda e: (e.run_after, e.id))
+
+
+_ROW_READERS = {}
+
+
+def _row_reader(connection):
+    """Event's field names, and per column the converters Django applies to
+    it on this connection's vendor. Built once per vendor and time zone."""
+    key = (connection.vendor, connection.timezone_name)
+    reader = _ROW_READERS.get(key)
+    if reader is None:
+        fields = Event._meta.concrete_fields
+        converters = []
+        for index, field in enumerate(fields):
+            expression = field.get_col(Event._meta.db_table)
+            functions = (connection.ops.get_db_converters(expression)
+                         + field.get_db_converters(connection))
+            if functions:
+                converters.append((index, functions, expression))
+        reader = _ROW_READERS[key] = ([f.attname for f in fields], converters)
+    return reader
+
+
 @_own_statement
 def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
     """Take up to ``limit`` runnable events; return their rows.
@@ -304,43 +383,23 @@ def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
     """
     alias = db_alias()
     connection = connections[alias]
-    ops = connection.ops
-    table = ops.quote_name(Event._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
     now = timezone.now()
-    adapt = ops.adapt_datetimefield_value
-    columns = ", ".join(ops.quote_name(f.column) for f in Event._meta.concrete_fields)
-    runnable = (
-        "((status = %s AND run_after <= %s) OR (status = %s AND "
-        "lease_expires < %s AND attempts <= max_retries + %s))"
-    )
+    sql = _claim_statement(connection, by_id=event_id is not None,
+                           skip_flush=no_flush(alias))
     runnable_args = [PENDING, adapt(now), RUNNING, adapt(now), max_lost]
     if event_id is not None:
-        # One known row: a plain conditional update.
-        where = f"id = %s AND {runnable}"
         where_args = [event_id, *runnable_args]
     else:
-        lock = ""
-        if connection.features.has_select_for_update_skip_locked:
-            lock = " FOR UPDATE SKIP LOCKED"
-        where = (
-            f"id IN (SELECT id FROM {table} WHERE channel = %s AND {runnable} "
-            f"ORDER BY run_after, id LIMIT %s{lock})"
-        )
         where_args = [channel, *runnable_args, limit]
-    sql = (
-        f"UPDATE {table} SET status = %s, attempts = attempts + 1, "
-        f"lease_owner = %s, lease_expires = %s, started = %s "
-        f"WHERE {where}{' AND ' + NO_FLUSH if no_flush(alias) else ''} "
-        f"RETURNING {columns}"
-    )
     args = [
         RUNNING, owner, adapt(now + datetime.timedelta(seconds=lease)),
         adapt(now), *where_args,
     ]
-    # raw() turns the returned columns into Event objects (JSON decoded).
-    with sqlite_no_sync(alias):
-        rows = list(Event.objects.using(alias).raw(sql, args))
-    return sorted(rows, key=lambda e: (e.run_after, e.id))
+    with sqlite_no_sync(alias), connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        rows = _events(cursor.fetchall(), connection)
+    return rows
 
 
 def _mine(event):

@@ -77,3 +77,20 @@ def test_kept_connection_dropped_by_the_server_is_replaced(monkeypatch):
     with store.kept_connection():
         (event,) = store.claim("me", 30, event_id=second)
     assert event.pk == second
+
+
+def test_a_claimed_event_reads_as_the_orm_reads_it():
+    # The claim builds Event objects from its own statement: every field
+    # must come back typed as the ORM gives it (JSON, aware dates, booleans).
+    now = timezone.now()
+    event = Event(channel="kept", payload={"n": [1, 2], "s": "é"}, created=now,
+                  run_after=now, timeout=2.5, max_retries=3)
+    store.insert(event, "default")
+    (claimed,) = store.claim("me", 30, event_id=event.pk)
+    stored = Event.objects.get(pk=event.pk)
+    for field in Event._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(stored, field.attname), (
+            field.name)
+    assert claimed.payload == {"n": [1, 2], "s": "é"}
+    assert claimed.timed_out is False and claimed.started.tzinfo is not None
+    assert claimed._state.db == "default" and not claimed._state.adding
