@@ -133,28 +133,41 @@ class BareBaton:
 
     One element (the baton) in a list; BLPOP takes it, LPUSH gives it back,
     and Redis wakes the first client blocked on the list. No lease, no
-    fencing, no recovery from a holder that dies: just one blocking
-    command to acquire and one to release.
+    fencing, no recovery from a holder that dies: one blocking command to
+    acquire and one to release, sent on a bare redis-py connection (no
+    command path, as our backend does).
     """
 
     def __init__(self):
-        self.client = redis_client()
+        import redis
+
+        pool = redis.ConnectionPool.from_url(REDIS_URL)
+        self.conn = pool.connection_class(**pool.connection_kwargs)
+        self.made = set()
+
+    def call(self, *command):
+        self.conn.send_command(*command)
+        return self.conn.read_response()
 
     def __call__(self, key):
-        return _Baton(self.client, f"bench:baton:{key}")
+        key = f"bench:baton:{key}"
+        if key not in self.made:
+            # The first process to get here puts the one baton in the list.
+            if self.call("SET", f"{key}:made", 1, "NX"):
+                self.call("LPUSH", key, 1)
+            self.made.add(key)
+        return _Baton(self, key)
 
 
 class _Baton:
-    def __init__(self, client, key):
-        self.client, self.key = client, key
+    def __init__(self, tool, key):
+        self.tool, self.key = tool, key
 
     def __enter__(self):
-        if self.client.set(f"{self.key}:made", 1, nx=True):
-            self.client.lpush(self.key, 1)
-        self.client.blpop([self.key], 30)
+        self.tool.call("BLPOP", self.key, 30)
 
     def __exit__(self, *exc):
-        self.client.lpush(self.key, 1)
+        self.tool.call("LPUSH", self.key, 1)
 
 
 class AdvisoryLock:
