@@ -8,11 +8,11 @@ off for their own transaction only, and never inside the caller's.
 
 import pytest
 from django.db import connection, transaction
-from django.db.backends.signals import connection_created
 from django.utils import timezone
 
 from coordination.models import Event
 from coordination.queue import store
+from tests.support.queue import kept_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,24 +80,14 @@ def test_inside_the_callers_transaction_nothing_is_relaxed():
 def test_kept_connection_skips_the_flush_for_its_whole_session():
     # The connection a Celery task thread keeps runs only claims and
     # outcomes: synchronous_commit is off for its session, set once.
-    opened = []
-
-    def note(sender, connection, **kwargs):
-        opened.append(connection)
-
     event = new_event()
-    connection_created.connect(note)
-    try:
-        with store.kept_connection():
-            (claimed,) = store.claim("owner-a", 30, event_id=event.pk)
-            assert store.succeed(claimed)
+    with kept_connections() as opened:
+        (claimed,) = store.claim("owner-a", 30, event_id=event.pk)
+        assert store.succeed(claimed)
         (kept,) = opened
         with kept.cursor() as cursor:
             cursor.execute("SELECT current_setting('synchronous_commit')")
             assert cursor.fetchone() == ("off",)
-        # Publishing on the usual connection still waits for the flush.
-        assert setting_after(new_event)[0] == "on"
-        assert Event.objects.get(pk=event.pk).status == "succeeded"
-    finally:
-        connection_created.disconnect(note)
-        store.close_kept_connections()
+    # Publishing on the usual connection still waits for the flush.
+    assert setting_after(new_event)[0] == "on"
+    assert Event.objects.get(pk=event.pk).status == "succeeded"

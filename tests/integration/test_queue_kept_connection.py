@@ -1,15 +1,14 @@
 """The connection a Celery task thread keeps for claims and outcomes."""
 
 import time
-from contextlib import contextmanager
 
 import pytest
 from django.db import connection, connections
-from django.db.backends.signals import connection_created
 from django.utils import timezone
 
 from coordination.models import Event
 from coordination.queue import store
+from tests.support.queue import kept_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,24 +27,9 @@ def new_event():
     return event.pk
 
 
-@contextmanager
-def counting_connections():
-    """The database connections opened inside the block."""
-    opened = []
-
-    def note(sender, connection, **kwargs):
-        opened.append(connection)
-
-    connection_created.connect(note)
-    try:
-        yield opened
-    finally:
-        connection_created.disconnect(note)
-
-
 def test_claims_survive_the_fixup_closing_every_connection():
     ids = [new_event() for _ in range(3)]
-    with counting_connections() as opened, store.kept_connection():
+    with kept_connections() as opened:
         for event_id in ids:
             # What Celery's Django fixup does before and after each task.
             connections.close_all()

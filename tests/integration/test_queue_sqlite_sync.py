@@ -10,11 +10,11 @@ loss, so nothing is changed there.
 
 import pytest
 from django.db import connection, transaction
-from django.db.backends.signals import connection_created
 from django.utils import timezone
 
 from coordination.models import Event
 from coordination.queue import store
+from tests.support.queue import kept_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,23 +113,13 @@ def test_inside_the_callers_transaction_nothing_is_relaxed(wal):
 def test_kept_connection_skips_the_fsync_for_its_whole_session(wal):
     # The connection a Celery task thread keeps runs only claims and
     # outcomes, so it is set to NORMAL once instead of around each of them.
-    opened = []
-
-    def note(sender, connection, **kwargs):
-        opened.append(connection)
-
     event = new_event()
-    connection_created.connect(note)
-    try:
-        with store.kept_connection():
-            (claimed,) = store.claim("owner-a", 30, event_id=event.pk)
-            (kept,) = opened
-            assert kept.connection.execute("PRAGMA synchronous").fetchone()[0] == 1
-            seen, ok = levels_during(lambda: store.succeed(claimed), on=kept)
-        assert (seen, ok) == ([("UPDATE", 1)], True)
-        # The thread's usual connection, which handlers use, keeps FULL.
-        assert level() == 2
-        assert Event.objects.get(pk=event.pk).status == store.SUCCEEDED
-    finally:
-        connection_created.disconnect(note)
-        store.close_kept_connections()
+    with kept_connections() as opened:
+        (claimed,) = store.claim("owner-a", 30, event_id=event.pk)
+        (kept,) = opened
+        assert kept.connection.execute("PRAGMA synchronous").fetchone()[0] == 1
+        seen, ok = levels_during(lambda: store.succeed(claimed), on=kept)
+    assert (seen, ok) == ([("UPDATE", 1)], True)
+    # The thread's usual connection, which handlers use, keeps FULL.
+    assert level() == 2
+    assert Event.objects.get(pk=event.pk).status == store.SUCCEEDED

@@ -1,7 +1,9 @@
 """Helpers for the event queue tests."""
 
 import time
+from contextlib import contextmanager
 
+from django.db.backends.signals import connection_created
 from django.test import override_settings
 
 FAST = {"RETRY_DELAY": 0.05, "RETRY_DELAY_MAX": 0.2, "POLL_INTERVAL": 0.1,
@@ -45,3 +47,24 @@ def wait_done(event_id, timeout=30):
     from coordination.models import Event
 
     return Event.objects.get(pk=event_id)
+
+
+@contextmanager
+def kept_connections():
+    """Run the block in ``store.kept_connection()`` and yield the database
+    connections opened meanwhile (the kept one among them); close the kept
+    ones afterwards, or the test database could not be dropped."""
+    from coordination.queue import store
+
+    opened = []
+
+    def note(sender, connection, **kwargs):
+        opened.append(connection)
+
+    connection_created.connect(note)
+    try:
+        with store.kept_connection():
+            yield opened
+    finally:
+        connection_created.disconnect(note)
+        store.close_kept_connections()
