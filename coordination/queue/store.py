@@ -298,13 +298,13 @@ _CLAIM_STATEMENTS = {}
 
 
 def _claim_statement(connection, *, by_id, skip_flush):
-    """The claim's SQL for one connection's vendor (built once each way).
+    """The claim's SQL for one kind of connection (built once each way).
 
     Parameters, in order: status, owner, lease expiry, started, then the
     event id or the channel, the five of the runnable test, and for a
     channel the limit.
     """
-    key = (connection.vendor, by_id, skip_flush)
+    key = (type(connection), by_id, skip_flush)
     sql = _CLAIM_STATEMENTS.get(key)
     if sql is not None:
         return sql
@@ -357,8 +357,8 @@ _ROW_READERS = {}
 
 def _row_reader(connection):
     """Event's field names, and per column the converters Django applies to
-    it on this connection's vendor. Built once per vendor and time zone."""
-    key = (connection.vendor, connection.timezone_name)
+    it on this kind of connection. Built once per backend and time zone."""
+    key = (type(connection), connection.timezone_name)
     reader = _ROW_READERS.get(key)
     if reader is None:
         fields = Event._meta.concrete_fields
