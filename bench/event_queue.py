@@ -9,7 +9,8 @@ Measures, in one run on the same broker and database:
    ``apply_async``, on RabbitMQ;
 2. latency from publish to the start of the handler, against a raw Celery
    task, with a real Celery worker (threads pool) set up as in a Django
-   project (Celery's Django fixup installed);
+   project (Celery's Django fixup installed); beside it, the floor: a bare
+   durable row and claim in the same worker, which is not our code;
 3. the ``database`` backend on SQLite, no-op events end to end, against
    huey's ``SqliteHuey``, with 1, 2 and 4 worker processes.
 
@@ -31,6 +32,7 @@ import os  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +94,7 @@ def celery_app():
 # it before the handler runs. Bare SQL on a two-column table, on a
 # connection each worker thread keeps, the claim without a durable commit.
 FLOOR_TABLE = "npq_bench_floor"
-_floor = None
+_floor = threading.local()
 
 
 def create_floor_table():
@@ -116,11 +118,6 @@ def floor_publish(task, sent):
 
 
 def floor_claim(row_id):
-    import threading
-
-    global _floor
-    if _floor is None:
-        _floor = threading.local()
     conn = getattr(_floor, "conn", None)
     if conn is None:
         import environ
@@ -134,16 +131,17 @@ def floor_claim(row_id):
                 user=db["USER"] or "postgres", dbname=db["NAME"],
                 autocommit=True)
             conn.execute("SET synchronous_commit = off")
+            _floor.mark = "%s"
         else:
             import sqlite3
 
             conn = sqlite3.connect(db["NAME"], isolation_level=None, timeout=30)
             conn.execute("PRAGMA synchronous = NORMAL")
+            _floor.mark = "?"
         _floor.conn = conn
-    return conn.execute(
-        f"UPDATE {FLOOR_TABLE} SET claimed = 1 WHERE id = ? AND claimed = 0 "
-        "RETURNING id".replace("?", "%s" if hasattr(conn, "pgconn") else "?"),
-        (row_id,)).fetchone() is not None
+    sql = (f"UPDATE {FLOOR_TABLE} SET claimed = 1 WHERE id = {_floor.mark} "
+           "AND claimed = 0 RETURNING id")
+    return conn.execute(sql, (row_id,)).fetchone() is not None
 
 
 def record_latency(sent):

@@ -299,7 +299,6 @@ def _new_owner_token():
     return f"{prefix}{next(_token_counter):x}"
 
 
-
 def _owner(purpose):
     # One description per call site and process, shared by its locks; a
     # forked child describes itself anew.

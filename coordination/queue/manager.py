@@ -471,10 +471,7 @@ def tidy_connections(skip=()):
         ):
             conn.close()
         elif conn.errors_occurred:
-            if conn.is_usable():
-                conn.errors_occurred = False
-            else:
-                conn.close()
+            store.close_if_broken(conn)
 
 
 async def _await(awaitable):

@@ -97,6 +97,14 @@ def close_kept_connections():
     _kept.pid = os.getpid()
 
 
+def close_if_broken(connection):
+    """Close ``connection`` if it no longer answers (one round trip), so
+    that its next query opens a fresh one; either way clear its error mark."""
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
+    connection.errors_occurred = False
+
+
 # A kept connection idle for this long is checked before use: the server,
 # a proxy or a firewall may have dropped it meanwhile.
 KEPT_CHECK_AFTER = 10.0
@@ -116,13 +124,8 @@ def _kept_wrapper(alias, usual):
         wrapper = type(usual)(settings_dict, alias)
     else:
         wrapper, used_at = known
-        stale = now - used_at >= KEPT_CHECK_AFTER
-        if wrapper.connection is not None and (wrapper.errors_occurred or stale):
-            # As tidy_connections: replace a connection that stopped
-            # answering (one round trip, only after an error or a pause).
-            if not wrapper.is_usable():
-                wrapper.close()
-        wrapper.errors_occurred = False
+        if wrapper.errors_occurred or now - used_at >= KEPT_CHECK_AFTER:
+            close_if_broken(wrapper)
     if wrapper.connection is None:
         wrapper.ensure_connection()
         _relax(wrapper)
