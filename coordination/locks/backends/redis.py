@@ -6,8 +6,8 @@ Keys, all under one hash tag per lock so that they share a cluster slot:
   token, fencing number, owner description and acquisition time, with a
   PEXPIRE of the ttl (the scripted form of ``SET NX PX``);
 - ``...:f``  the fencing counter (never expires);
-- ``...:q``  waiters in arrival order (a sorted set) and ``...:qi`` their
-  registration deadline, ttl and owner;
+- ``...:q``  waiters' owner tokens in arrival order (a list) and ``...:qi``
+  their registration deadline, ttl and owner (a hash);
 - ``...:w:<owner token>``  a waiter's wake-up list.
 
 A release hands the lease straight to the first live waiter and pushes the
@@ -42,65 +42,37 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "coordination:lock:"
 
-# Lua helpers shared by the scripts. KEYS: 1 lease hash, 2 fencing counter,
-# 3 waiter queue, 4 waiter info. now_ms / now_us from the server clock.
-_COMMON = """
-local now_ms, now_us
--- The server clock, read once per script and only when needed.
-local function clock()
-  if not now_ms then
-    local t = redis.call('TIME')
-    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  end
-  return now_ms
-end
+# The scripts are written flat, without helper functions: Redis runs a
+# script's whole body on every call, so each local function is a closure
+# built per call, and with a sorted set for the queue a hand-over cost about
+# twice the server time it does now (bench/locks.py, contended).
+#
+# KEYS: 1 lease hash, 2 fencing counter, 3 waiter order (list of owner
+# tokens), 4 waiter info (hash: owner token -> "deadline ms|ttl ms|owner").
+# A waiter that gave up is only removed from the info hash; its token left
+# in the list is skipped when it comes up.
 
--- Write the lease (all four fields, so an old hash needs no DEL).
-local function grant(token, ttl, owner)
-  clock()
+# Write the lease for `tok` (ttl `ttl` ms, owner JSON `own`) and set `fence`.
+_GRANT = """
+  local t = redis.call('TIME')
+  local us = t[1] * 1000000 + t[2]
   local c = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if c < now_us then c = now_us else c = c + 1 end
+  if c < us then c = us else c = c + 1 end
   local fence = string.format('%d', c)
   redis.call('SET', KEYS[2], fence)
-  redis.call('HSET', KEYS[1], 'token', token, 'fence', fence,
-             'owner', owner, 'acquired', now_ms)
+  redis.call('HSET', KEYS[1], 'token', tok, 'fence', fence, 'owner', own,
+             'acquired', string.format('%d', math.floor(us / 1000)))
   redis.call('PEXPIRE', KEYS[1], ttl)
-  return fence
-end
+"""
 
--- Drop waiters at the head of the queue whose registration ran out.
-local function head()
-  while true do
-    local first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-    if not first then return nil, nil end
-    local info = redis.call('HGET', KEYS[4], first)
-    if info then
-      local d, rest = string.match(info, '^(%d+)|(.*)$')
-      if tonumber(d) >= clock() then return first, rest end
-    end
-    redis.call('ZREM', KEYS[3], first)
-    redis.call('HDEL', KEYS[4], first)
+# With ARGV[8] = '1' the caller BLPOPs its wake list (KEYS[5]) in the same
+# pipeline, so a grant is also pushed there.
+_PUSH = """
+  if ARGV[8] == '1' then
+    redis.call('DEL', KEYS[5])
+    redis.call('RPUSH', KEYS[5], fence)
+    redis.call('PEXPIRE', KEYS[5], 60000)
   end
-end
-
-local function leave(token)
-  redis.call('ZREM', KEYS[3], token)
-  redis.call('HDEL', KEYS[4], token)
-end
-
--- Give the lease to the first live waiter and wake it; false if none.
-local function hand_over(wake_prefix)
-  local first, rest = head()
-  if not first then return false end
-  local ttl, owner = string.match(rest, '^(%d+)|(.*)$')
-  leave(first)
-  local fence = grant(first, tonumber(ttl), owner)
-  local wake = wake_prefix .. first
-  redis.call('LPUSH', wake, fence)
-  redis.call('PEXPIRE', wake, 60000)
-  return true
-end
 """
 
 # KEYS: 1-4 as above, 5 this waiter's wake list, 6 the namespace's boot
@@ -109,43 +81,62 @@ end
 # marker to set when there is none, push the grant to the wake list (0/1).
 # Returns {fence, boot}: fence '' when busy, '!' when the marker changed
 # (Redis lost its data since the caller last talked to it).
-ACQUIRE = _COMMON + """
+ACQUIRE = """
 local boot = redis.call('GET', KEYS[6])
 if not boot then
   boot = ARGV[7]
   redis.call('SET', KEYS[6], boot)
 end
 if ARGV[6] ~= '' and ARGV[6] ~= boot then return {'!', boot} end
--- With ARGV[8] = '1' the caller BLPOPs its wake list in the same pipeline,
--- so a grant is also pushed there.
-local function granted(fence)
-  redis.call('DEL', KEYS[5])
-  if ARGV[8] == '1' then
-    redis.call('RPUSH', KEYS[5], fence)
-    redis.call('PEXPIRE', KEYS[5], 60000)
-  end
-  return {fence, boot}
-end
 local token = ARGV[1]
 local holder = redis.call('HGET', KEYS[1], 'token')
 if holder == token then
   -- Handed over while we were not listening.
-  leave(token)
-  return granted(redis.call('HGET', KEYS[1], 'fence'))
+  local fence = redis.call('HGET', KEYS[1], 'fence')
+  redis.call('HDEL', KEYS[4], token)
+""" + _PUSH + """
+  return {fence, boot}
 end
 if not holder then
-  local first = head()
-  if not first or first == token then
-    if first then leave(token) end
-    return granted(grant(token, tonumber(ARGV[2]), ARGV[3]))
+  -- Free: ours unless a live waiter registered first. Waiters whose
+  -- registration ran out are dropped from the head on the way.
+  local now
+  while true do
+    local first = redis.call('LINDEX', KEYS[3], 0)
+    if not first or first == token then break end
+    local info = redis.call('HGET', KEYS[4], first)
+    if info then
+      if not now then
+        local t = redis.call('TIME')
+        now = t[1] * 1000 + math.floor(t[2] / 1000)
+      end
+      if tonumber(string.match(info, '^%d+')) >= now then
+        holder = first
+        break
+      end
+      redis.call('HDEL', KEYS[4], first)
+    end
+    redis.call('LPOP', KEYS[3])
+  end
+  if not holder then
+    if redis.call('HDEL', KEYS[4], token) == 1 then
+      redis.call('LREM', KEYS[3], 1, token)
+    end
+    local tok, ttl, own = token, ARGV[2], ARGV[3]
+""" + _GRANT + _PUSH + """
+    return {fence, boot}
   end
 end
 if ARGV[4] == '1' then
-  -- NX keeps the arrival time, and so the place in the queue.
-  redis.call('ZADD', KEYS[3], 'NX', clock(), token)
+  -- A new waiter joins the end of the queue; one already in it keeps its
+  -- place and only moves its deadline.
+  local t = redis.call('TIME')
   local reg = tonumber(ARGV[5])
-  redis.call('HSET', KEYS[4], token,
-             string.format('%d', now_ms + reg) .. '|' .. ARGV[2] .. '|' .. ARGV[3])
+  local deadline = t[1] * 1000 + math.floor(t[2] / 1000) + reg
+  if redis.call('HSET', KEYS[4], token, string.format('%d', deadline) ..
+                '|' .. ARGV[2] .. '|' .. ARGV[3]) == 1 then
+    redis.call('RPUSH', KEYS[3], token)
+  end
   redis.call('PEXPIRE', KEYS[3], reg * 2)
   redis.call('PEXPIRE', KEYS[4], reg * 2)
 end
@@ -154,23 +145,45 @@ return {'', boot}
 
 # Stop waiting; keep the lease if it was handed over meanwhile.
 # KEYS: 1-5 as ACQUIRE. ARGV: owner token.
-LEAVE = _COMMON + """
+LEAVE = """
+redis.call('DEL', KEYS[5])
 if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
-  redis.call('DEL', KEYS[5])
   return redis.call('HGET', KEYS[1], 'fence')
 end
-leave(ARGV[1])
-redis.call('DEL', KEYS[5])
+redis.call('HDEL', KEYS[4], ARGV[1])
 return false
 """
 
+# Free the lease, or hand it to the first live waiter and wake it.
 # KEYS: 1-4. ARGV: owner token ('' forces), wake list prefix.
-RELEASE = _COMMON + """
+RELEASE = """
 local holder = redis.call('HGET', KEYS[1], 'token')
 if not holder or (ARGV[1] ~= '' and holder ~= ARGV[1]) then
   return 0
 end
-if not hand_over(ARGV[2]) then redis.call('DEL', KEYS[1]) end
+local now
+while true do
+  local first = redis.call('LPOP', KEYS[3])
+  if not first then break end
+  local info = redis.call('HGET', KEYS[4], first)
+  if info then
+    redis.call('HDEL', KEYS[4], first)
+    if not now then
+      local t = redis.call('TIME')
+      now = t[1] * 1000 + math.floor(t[2] / 1000)
+    end
+    local deadline, ttl, own = string.match(info, '^(%d+)|(%d+)|(.*)$')
+    if tonumber(deadline) >= now then
+      local tok = first
+""" + _GRANT + """
+      local wake = ARGV[2] .. first
+      redis.call('LPUSH', wake, fence)
+      redis.call('PEXPIRE', wake, 60000)
+      return 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
 return 1
 """
 

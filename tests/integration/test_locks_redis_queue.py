@@ -1,0 +1,80 @@
+"""The Redis lock backend's waiter queue, on the shared Redis.
+
+POLL_INTERVAL is 30 s here, far beyond every timeout in these tests: a
+waiter can only get the lock in time by being handed it on a release, not
+by looking again after a poll.
+"""
+
+import threading
+
+import pytest
+from django.test import override_settings
+
+from coordination.services import services
+
+QUEUE = "coordination:lock:{queue:k}:q"
+
+
+@pytest.fixture
+def locks(redis_url, redis_client):
+    config = {"BACKEND": "redis",
+              "OPTIONS": {"URL": redis_url, "POLL_INTERVAL": 30}}
+    with override_settings(COORDINATION={"APP_NAME": "queue", "LOCKS": config}):
+        yield services.lock_manager
+
+
+def _wait_for_queue_length(client, length):
+    for _ in range(500):
+        if client.llen(QUEUE) == length:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{length} waiters never registered: "
+                         f"{client.lrange(QUEUE, 0, -1)}")
+
+
+def _waiter(locks, name, order, errors, timeout=10):
+    def run():
+        try:
+            with locks.acquire("k", ttl=30, timeout=timeout) as lock:
+                order.append((name, lock.token))
+        except Exception as exc:  # reported by the test
+            errors.append((name, exc))
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_waiters_are_served_in_arrival_order(locks, redis_client):
+    holder = locks.acquire("k", ttl=30)
+    order, errors, threads = [], [], []
+    for n, name in enumerate(["first", "second", "third"], start=1):
+        threads.append(_waiter(locks, name, order, errors))
+        _wait_for_queue_length(redis_client, n)
+    holder.release()
+    for thread in threads:
+        thread.join(15)
+    assert errors == []
+    assert [name for name, _ in order] == ["first", "second", "third"]
+    tokens = [holder.token] + [token for _, token in order]
+    assert tokens == sorted(set(tokens))
+    # Nothing is left behind for the key.
+    assert redis_client.keys("coordination:lock:{queue:k}*") == [
+        b"coordination:lock:{queue:k}:f"]
+
+
+def test_a_waiter_that_gave_up_is_skipped(locks, redis_client):
+    holder = locks.acquire("k", ttl=30)
+    order, errors = [], []
+    quitter = _waiter(locks, "quitter", order, errors, timeout=0.3)
+    _wait_for_queue_length(redis_client, 1)
+    patient = _waiter(locks, "patient", order, errors, timeout=5)
+    _wait_for_queue_length(redis_client, 2)
+    quitter.join(5)
+    assert [name for name, _ in errors] == ["quitter"]
+    # Its token is still queued ahead of the patient waiter, without its
+    # registration: the release must pass it over, not give it the lease.
+    assert redis_client.llen(QUEUE) == 2
+    holder.release()
+    patient.join(10)
+    assert [name for name, _ in order] == ["patient"]
+    assert len(errors) == 1
