@@ -38,6 +38,8 @@ class Lock:
         self._valid_until = started + ttl
         self._released = False
         self._lost = False
+        # Set by the renewer when it takes the lock on.
+        self._renewing = False
         self._state = threading.Lock()
 
     def __repr__(self):
@@ -58,14 +60,16 @@ class Lock:
 
         A lock taken over by someone else is left alone.
         """
-        self._manager._renewer.forget(self)
+        if self._renewing:
+            self._manager._renewer.forget(self)
         if self._released:
             return False
         self._released = True
         return self._manager._backend_release(self)
 
     async def arelease(self) -> bool:
-        self._manager._renewer.forget(self)
+        if self._renewing:
+            self._manager._renewer.forget(self)
         if self._released:
             return False
         self._released = True

@@ -38,6 +38,7 @@ class Renewer:
 
     def add(self, lock):
         due = time.monotonic() + lock.ttl / 3
+        lock._renewing = True
         with self._cond:
             if self._pid != os.getpid():
                 # A forked child: the parent's thread does not exist here.
