@@ -78,3 +78,21 @@ def test_a_waiter_that_gave_up_is_skipped(locks, redis_client):
     patient.join(10)
     assert [name for name, _ in order] == ["patient"]
     assert len(errors) == 1
+
+
+def test_commands_go_out_without_hiredis(locks, monkeypatch):
+    # hiredis is optional: without it the backend packs through redis-py.
+    from coordination.locks.backends import redis as backend_module
+
+    monkeypatch.setattr(backend_module, "_pack_command", None)
+    first = locks.acquire("k", ttl=5)
+    waiter_got = []
+    thread = threading.Thread(target=lambda: waiter_got.append(
+        locks.acquire("k", ttl=5, timeout=5)))
+    thread.start()
+    threading.Event().wait(0.2)
+    assert first.release() is True
+    thread.join(10)
+    (second,) = waiter_got
+    assert second.token > first.token
+    assert second.release() is True
