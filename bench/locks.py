@@ -11,8 +11,10 @@ Prints four tables:
 
 1. uncontended acquire+release, one process (median and mean per pair);
 2. contended: 4 processes x 200 read-modify-write increments of a counter in
-   shared memory under one key: throughput, the median and p99 wait for the
-   lock, and the CPU the processes spent per increment; with, for
+   shared memory under one key, repeated five times in a shuffled order:
+   throughput, the median and p99 wait for the lock, the CPU the processes
+   spent per increment, and our throughput over the best raw tool's as the
+   median of the repetitions; with, for
    reference, the floor of any hand-over through a Redis list (a bare
    baton, not a usable lock);
 3. how the wait grows with 1, 4 and 16 contenders.
@@ -395,12 +397,17 @@ def main():
              "ours redis lock() (renewed)",
              "ours database pg", "ours database pg advisory",
              "ours database sqlite"]
-    rounds = 1 if QUICK else 2
+    # Every tool runs the whole 4 x count once per repetition, the tools in
+    # a new order each time. One repetition takes a fraction of a second per
+    # tool, and on this shared VM a single one moved a ratio by up to 1.4x;
+    # the ratios below are medians over the repetitions.
+    repeats = 1 if QUICK else 5
     runs = {name: [] for name in names}
-    for _ in range(rounds):
-        # Rounds of every tool in turn, so that noise hits them alike.
-        for name in names:
-            runs[name].append(contended(name, 4, count // rounds))
+    order = list(names)
+    for _ in range(repeats):
+        random.Random(len(runs[names[0]])).shuffle(order)
+        for name in order:
+            runs[name].append(contended(name, 4, count))
     rows = {}
     for name in names:
         row = rows[name] = merge(runs[name])
@@ -412,10 +419,20 @@ def main():
     raw = ["redis-py Lock", "redis-py Lock sleep=1ms", "python-redis-lock",
            "pg_advisory_lock"]
     best = max(raw, key=lambda n: rows[n]["throughput"])
-    floor = rows["floor: bare BLPOP/LPUSH baton"]["throughput"]
-    print(f"   ours redis / best raw ({best}): "
-          f"{rows['ours redis']['throughput'] / rows[best]['throughput']:.2f}x; "
-          f"the bare baton / best raw: {floor / rows[best]['throughput']:.2f}x\n")
+
+    def against_best(name):
+        ratios = sorted(
+            mine["done"] / mine["elapsed"] / (theirs["done"] / theirs["elapsed"])
+            for mine, theirs in zip(runs[name], runs[best]))
+        return (f"{statistics.median(ratios):.2f}x (each repetition "
+                f"{', '.join(f'{r:.2f}' for r in ratios)})")
+
+    print(f"   {repeats} repetition{'s' if repeats > 1 else ''}, the rows above "
+          f"their totals; best raw: {best}")
+    for name in ("ours redis", "ours redis lock() (renewed)",
+                 "floor: bare BLPOP/LPUSH baton"):
+        print(f"   {name} / best raw: {against_best(name)}")
+    print()
 
     print("3. wait for the lock by number of contenders (run_exclusive-style "
           "lock(), renewed)")
