@@ -96,3 +96,60 @@ def test_commands_go_out_without_hiredis(locks, monkeypatch):
     (second,) = waiter_got
     assert second.token > first.token
     assert second.release() is True
+
+
+def _private_locks(url, poll):
+    config = {"BACKEND": "redis", "OPTIONS": {"URL": url, "POLL_INTERVAL": poll}}
+    return override_settings(COORDINATION={"APP_NAME": "queue", "LOCKS": config})
+
+
+def _wait_in_a_thread(locks, **options):
+    got = []
+    thread = threading.Thread(target=lambda: got.append(
+        locks.acquire("k", ttl=5, **options)))
+    thread.start()
+    return thread, got
+
+
+def test_a_server_refusing_client_reply_still_wakes_waiters(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    # As an ACL or a proxy might: every command but CLIENT.
+    client.execute_command("ACL", "SETUSER", "default", "on", "nopass", "~*",
+                           "&*", "+@all", "-client")
+    with _private_locks(redis_server.url, poll=30):
+        locks = services.lock_manager
+        holder = locks.acquire("k", ttl=5)
+        locks.backend._busy["k"] = True  # as after a busy attempt
+        thread, got = _wait_in_a_thread(locks, timeout=10)
+        _wait_for_queue_length(client, 1)
+        assert holder.release() is True
+        thread.join(15)
+        assert locks.backend._skips is False
+        (lock,) = got
+        assert lock.token > holder.token
+        lock.release()
+        services.reset()
+
+
+def test_a_waiter_recovers_when_redis_forgot_the_scripts(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    with _private_locks(redis_server.url, poll=0.2):
+        locks = services.lock_manager
+        holder = locks.acquire("k", ttl=5)
+        locks.backend._busy["k"] = True
+        # The waiter's registration then fails without a reply to read
+        # (CLIENT REPLY SKIP); it must notice at the end of its BLPOP.
+        client.script_flush()
+        thread, got = _wait_in_a_thread(locks, timeout=10)
+        _wait_for_queue_length(client, 1)
+        assert locks.backend._skips is True
+        assert holder.release() is True
+        thread.join(15)
+        (lock,) = got
+        assert lock.token > holder.token
+        lock.release()
+        services.reset()
