@@ -30,6 +30,12 @@ def instance_id():
     return _identity["id"]
 
 
+def pid():
+    """``os.getpid()`` without the system call (kept current across forks);
+    for hot paths that check whether they were forked."""
+    return _identity["pid"]
+
+
 def describe(purpose=""):
     """A dict saying which process holds something and why (lock owners)."""
     owner = {

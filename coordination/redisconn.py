@@ -6,9 +6,10 @@ backend and the pub/sub publisher send their commands on these connections
 directly instead.
 """
 
-import os
 import threading
 import weakref
+
+from .instance import pid
 
 
 class ThreadConnections:
@@ -38,9 +39,9 @@ class ThreadConnections:
     def get(self):
         local = self._local
         conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():
+        if conn is None or local.pid != pid():
             conn = self._connection_class(**self._kwargs)
-            local.conn, local.pid = conn, os.getpid()
+            local.conn, local.pid = conn, pid()
             with self._lock:
                 self._opened[conn] = local.pid
         return conn
@@ -49,7 +50,7 @@ class ThreadConnections:
         """Disconnect this process's connections; each thread makes a new one
         on its next command."""
         with self._lock:
-            mine = [c for c, pid in self._opened.items() if pid == os.getpid()]
+            mine = [c for c, owner in self._opened.items() if owner == pid()]
             self._opened = weakref.WeakKeyDictionary()
             self._local = threading.local()
         for conn in mine:

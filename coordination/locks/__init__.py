@@ -13,7 +13,6 @@ import inspect
 import itertools
 import logging
 import numbers
-import os
 import secrets
 import sys
 import threading
@@ -26,6 +25,7 @@ from .. import backends as backend_registry
 from ..conf import settings
 from ..exceptions import LockAcquireError
 from ..instance import describe
+from ..instance import pid as current_pid
 from ..names import validate_name
 from .backends.base import BaseLockBackend
 from .lock import Lock, LockContext
@@ -188,7 +188,9 @@ class LockManager:
         crashed holder blocks others.
         """
         # Bad arguments fail here, not at the ``with``.
-        self._prepare(key, ttl, timeout, "")
+        _check_key(key)
+        self._check_ttl(ttl)
+        self._check_timeout(timeout)
         return LockContext(self, key, ttl, timeout, _caller())
 
     def run_exclusive(self, key: str, fn: Callable[[], T],
@@ -303,7 +305,7 @@ def _new_owner_token():
     # Unique across processes and acquisitions: a random prefix per process
     # and a counter. One urandom call per lock cost 9 us on this machine's
     # VM, as much as the rest of the Python around a lock.
-    pid = os.getpid()
+    pid = current_pid()
     prefix = _token_prefixes.get(pid)
     if prefix is None:
         prefix = _token_prefixes.setdefault(pid, secrets.token_hex(12))
@@ -313,7 +315,7 @@ def _new_owner_token():
 def _owner(purpose):
     # One description per call site and process, shared by its locks; a
     # forked child describes itself anew.
-    cache_key = (os.getpid(), purpose)
+    cache_key = (current_pid(), purpose)
     owner = _owners.get(cache_key)
     if owner is None:
         if len(_owners) > 4096:
