@@ -324,16 +324,26 @@ def _owner(purpose):
     return owner
 
 
+_callers: dict[tuple[Any, int], str] = {}
+
+
 def _caller():
     # The code that asked for the lock, for the owner description: cheap
-    # (one frame lookup) and what an operator wants to see.
+    # (one frame lookup, the text built once per call site) and what an
+    # operator wants to see.
     try:
         frame = sys._getframe(2)
     except ValueError:
         return ""
     code = frame.f_code
-    where = code.co_filename.rsplit("/", 2)[-1]
-    return f"{where}:{frame.f_lineno} in {code.co_qualname}"
+    place = (code, frame.f_lineno)
+    purpose = _callers.get(place)
+    if purpose is None:
+        if len(_callers) > 4096:
+            _callers.clear()
+        where = code.co_filename.rsplit("/", 2)[-1]
+        purpose = _callers[place] = f"{where}:{place[1]} in {code.co_qualname}"
+    return purpose
 
 
 def _check_callable(fn):

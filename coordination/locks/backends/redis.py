@@ -39,6 +39,9 @@ try:
     from hiredis import pack_command as _pack_command
 except ImportError:  # pragma: no cover - hiredis is optional
     _pack_command = None
+
+_SKIP_REPLY = ("CLIENT", "REPLY", "SKIP")
+_SKIP_REPLY_PACKED = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSKIP\r\n"
 from ...names import loads
 from ...redisconn import ThreadConnections
 from .base import BaseLockBackend
@@ -301,7 +304,8 @@ class RedisBackend(BaseLockBackend):
                 # str, int and float here; redis-py's packer checks each
                 # one in Python first, a third of a hand-over's client CPU.
                 conn.send_packed_command([b"".join(
-                    [_pack_command(command) for command in commands])])
+                    [_pack_command(command) if command is not _SKIP_REPLY
+                     else _SKIP_REPLY_PACKED for command in commands])])
             elif len(commands) == 1:
                 conn.send_command(*commands[0])
             else:
@@ -511,8 +515,7 @@ class RedisBackend(BaseLockBackend):
         (an error, a script Redis forgot) shows as a BLPOP that times out,
         after which the plain call below registers again and reports it.
         """
-        (got,) = self._execute(("CLIENT", "REPLY", "SKIP"), acquire, blpop,
-                               replies=1)
+        (got,) = self._execute(_SKIP_REPLY, acquire, blpop, replies=1)
         if isinstance(got, Exception):
             raise got
         if got is not None:
