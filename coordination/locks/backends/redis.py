@@ -34,19 +34,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ...exceptions import ConfigurationError
+from ...names import loads
+from ...redisconn import ThreadConnections
+from .base import BaseLockBackend
 
 try:
     from hiredis import pack_command as _pack_command
 except ImportError:  # pragma: no cover - hiredis is optional
     _pack_command = None
 
+logger = logging.getLogger(__name__)
+
+# Sent before a waiter's registration; packed once.
 _SKIP_REPLY = ("CLIENT", "REPLY", "SKIP")
 _SKIP_REPLY_PACKED = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSKIP\r\n"
-from ...names import loads
-from ...redisconn import ThreadConnections
-from .base import BaseLockBackend
-
-logger = logging.getLogger(__name__)
 
 PREFIX = "coordination:lock:"
 
