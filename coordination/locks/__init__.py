@@ -132,7 +132,10 @@ class LockManager:
     # -- acquisition ----------------------------------------------------------
 
     def _acquire(self, key, ttl, timeout, purpose) -> Lock:
-        ttl, timeout, owner = self._prepare(key, ttl, timeout, purpose)
+        _check_key(key)
+        ttl = self._check_ttl(ttl)
+        timeout = self._check_timeout(timeout)
+        owner = _owner(purpose)
         owner_token = _new_owner_token()
         granted = self.backend.acquire(key, owner_token, ttl, owner, timeout)
         return self._made(key, granted, owner_token, ttl, owner, timeout)

@@ -422,11 +422,25 @@ class RedisBackend(BaseLockBackend):
         return self._answer(reply, key, ttl)
 
     def acquire(self, key, owner_token, ttl, owner, wait):
+        deadline = None if wait is None else time.monotonic() + wait
+        registered_at = None
+        if wait != 0 and self._skips and self._busy.get(key):
+            # The common wait, on a key that was busy last time, without the
+            # set-up of the loop below (which takes over if this one fails).
+            started = time.monotonic()
+            if started >= self._quarantine_until:
+                try:
+                    fence, registered = self._register_and_wait_quietly(
+                        key, owner_token, ttl, owner, deadline)
+                except (self._redis.ConnectionError, self._redis.TimeoutError):
+                    fence, registered = None, False  # retried and logged below
+                if fence is not None:
+                    return fence, started
+                if registered:
+                    registered_at = started
         keys = self._all_keys(key, owner_token)
         wake = keys[4]
-        deadline = None if wait is None else time.monotonic() + wait
         backoff = 0.05
-        registered_at = None
         while True:
             try:
                 if registered_at is not None:
@@ -480,13 +494,13 @@ class RedisBackend(BaseLockBackend):
 
         Returns (fence or None, whether we are registered as a waiter).
         """
-        args = self._acquire_args(owner_token, ttl, owner, True, push=True)
-        acquire = ("EVALSHA", self._shas["acquire"], len(keys), *keys, *args)
-        blpop = ("BLPOP", keys[4], self._slice(ttl, deadline))
         if self._skip_replies():
-            return self._register_and_wait_quietly(key, keys, acquire, blpop,
-                                                   owner_token, ttl, owner)
-        reply, got = self._execute(acquire, blpop)
+            return self._register_and_wait_quietly(key, owner_token, ttl, owner,
+                                                   deadline)
+        args = self._acquire_args(owner_token, ttl, owner, True, push=True)
+        reply, got = self._execute(
+            ("EVALSHA", self._shas["acquire"], len(keys), *keys, *args),
+            ("BLPOP", keys[4], self._slice(ttl, deadline)))
         if isinstance(reply, self._redis.exceptions.NoScriptError):
             # Redis restarted and forgot the script; the plain call loads it.
             self._busy.pop(key, None)
@@ -505,8 +519,7 @@ class RedisBackend(BaseLockBackend):
             return int(got[1]), True
         return None, not self._quarantined()
 
-    def _register_and_wait_quietly(self, key, keys, acquire, blpop,
-                                   owner_token, ttl, owner):
+    def _register_and_wait_quietly(self, key, owner_token, ttl, owner, deadline):
         """The same with ``CLIENT REPLY SKIP`` before the ACQUIRE.
 
         The waiter then wakes once, for the BLPOP, instead of a first time
@@ -516,7 +529,14 @@ class RedisBackend(BaseLockBackend):
         (an error, a script Redis forgot) shows as a BLPOP that times out,
         after which the plain call below registers again and reports it.
         """
-        (got,) = self._execute(_SKIP_REPLY, acquire, blpop, replies=1)
+        names, wake = self._names(key)
+        wake += owner_token
+        (got,) = self._execute(
+            _SKIP_REPLY,
+            ("EVALSHA", self._shas["acquire"], 6, *names, wake, self._boot_key,
+             owner_token, _ms(ttl), self.owner_json(owner), 1,
+             self._registration_ms, self._boot, self._new_boot, 1),
+            ("BLPOP", wake, self._slice(ttl, deadline)), replies=1)
         if isinstance(got, Exception):
             raise got
         if got is not None:
@@ -527,7 +547,8 @@ class RedisBackend(BaseLockBackend):
             # Granted at once, or handed over while we were blocked.
             return int(value), True
         args = self._acquire_args(owner_token, ttl, owner, True)
-        fence = self._answer(self._script("acquire", keys, args), key, ttl)
+        fence = self._answer(self._script(
+            "acquire", [*names, wake, self._boot_key], args), key, ttl)
         if fence is not None:
             self._note_busy(key, False)
             return fence, False
