@@ -153,3 +153,40 @@ def test_a_waiter_recovers_when_redis_forgot_the_scripts(redis_server):
         assert lock.token > holder.token
         lock.release()
         services.reset()
+
+
+def test_client_reply_refused_after_it_was_asked(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    with _private_locks(redis_server.url, poll=30):
+        locks = services.lock_manager
+        holder = locks.acquire("k", ttl=5)
+        locks.backend._busy["k"] = True
+        assert locks.backend._skip_replies() is True
+        # Then an operator takes CLIENT away: the quiet registration's
+        # first reply is an error and two replies are left unread.
+        client.execute_command("ACL", "SETUSER", "default", "on", "nopass",
+                               "~*", "&*", "+@all", "-client")
+        seen = []
+
+        def wait_then_use_the_same_connection():
+            lock = locks.acquire("k", ttl=5, timeout=10)
+            # Nothing stale left on this thread's connection: each answer
+            # below is the one to its own command.
+            again = None
+            if lock.release():
+                again = locks.try_acquire("k", ttl=5)
+            seen.extend([lock.token, again and again.token,
+                         again is not None and again.release()])
+
+        thread = threading.Thread(target=wait_then_use_the_same_connection)
+        thread.start()
+        _wait_for_queue_length(client, 1)
+        assert holder.release() is True
+        thread.join(15)
+        first, second, released = seen
+        assert holder.token < first < second
+        assert released is True
+        assert locks.backend._skips is False
+        services.reset()

@@ -538,7 +538,17 @@ class RedisBackend(BaseLockBackend):
              self._registration_ms, self._boot, self._new_boot, 1),
             ("BLPOP", wake, self._slice(ttl, deadline)), replies=1)
         if isinstance(got, Exception):
-            raise got
+            # CLIENT REPLY SKIP refused since it was asked (an ACL changed,
+            # a failover to a proxy), or the BLPOP failed: replies may be
+            # left unread, so drop the connection, ask again, and let the
+            # caller go the plain way.
+            self._connections.get().disconnect()
+            self._skips = None
+            logger.warning(
+                "Waiting for lock=%s without CLIENT REPLY SKIP from now on "
+                "(%s)", key, got, extra={"action": "lock_redis_retry", "lock": key},
+            )
+            return None, False
         if got is not None:
             value = got[1]
             if value[:1] == b"!":
