@@ -11,17 +11,17 @@ runner that lost its lease can no longer change the row.
 import copy
 import datetime
 import functools
-import os
 import random
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from django.db import connections, router
 from django.db.models import BooleanField, F, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from ..instance import pid
 from .models import Event
 
 RUNNING = Event.Status.RUNNING
@@ -90,11 +90,11 @@ def _own_statement(function):
 def close_kept_connections():
     """Close the connections this thread keeps (they reopen on next use)."""
     wrappers = getattr(_kept, "wrappers", None) or {}
-    if getattr(_kept, "pid", None) == os.getpid():
+    if getattr(_kept, "pid", None) == pid():
         for wrapper, _ in wrappers.values():
             wrapper.close()
     _kept.wrappers = {}
-    _kept.pid = os.getpid()
+    _kept.pid = pid()
 
 
 def close_if_broken(connection):
@@ -112,10 +112,10 @@ KEPT_CHECK_AFTER = 10.0
 
 def _kept_wrapper(alias, usual):
     wrappers = getattr(_kept, "wrappers", None)
-    if wrappers is None or _kept.pid != os.getpid():
+    if wrappers is None or _kept.pid != pid():
         # A forked child never uses its parent's sockets.
         wrappers = _kept.wrappers = {}
-        _kept.pid = os.getpid()
+        _kept.pid = pid()
     now = time.monotonic()
     known = wrappers.get(alias)
     if known is None:
@@ -184,8 +184,11 @@ def no_flush(alias):
     own commit, so there it is never used.
     """
     connection = connections[alias]
-    return (connection.vendor == "postgresql" and not connection.in_atomic_block
-            and not _relaxed(connection))
+    return _may_skip_flush(connection) and not _relaxed(connection)
+
+
+def _may_skip_flush(connection):
+    return connection.vendor == "postgresql" and not connection.in_atomic_block
 
 
 def _mark_succeeded(queryset):
@@ -388,18 +391,23 @@ def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
     connection = connections[alias]
     adapt = connection.ops.adapt_datetimefield_value
     now = timezone.now()
-    sql = _claim_statement(connection, by_id=event_id is not None,
-                           skip_flush=no_flush(alias))
-    runnable_args = [PENDING, adapt(now), RUNNING, adapt(now), max_lost]
+    at = adapt(now)
+    relaxed = _relaxed(connection)
+    sql = _claim_statement(
+        connection, by_id=event_id is not None,
+        skip_flush=not relaxed and _may_skip_flush(connection))
+    runnable_args = [PENDING, at, RUNNING, at, max_lost]
     if event_id is not None:
         where_args = [event_id, *runnable_args]
     else:
         where_args = [channel, *runnable_args, limit]
     args = [
-        RUNNING, owner, adapt(now + datetime.timedelta(seconds=lease)),
-        adapt(now), *where_args,
+        RUNNING, owner, adapt(now + datetime.timedelta(seconds=lease)), at,
+        *where_args,
     ]
-    with sqlite_no_sync(alias), connection.cursor() as cursor:
+    # A kept connection's session already skips the flush (``_relax``).
+    with (nullcontext() if relaxed else sqlite_no_sync(alias)), \
+            connection.cursor() as cursor:
         cursor.execute(sql, args)
         rows = _events(cursor.fetchall(), connection)
     return rows
