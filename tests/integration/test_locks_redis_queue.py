@@ -1,13 +1,17 @@
-"""The Redis lock backend's waiter queue, on the shared Redis.
+"""The Redis lock backend's waiter queue and its quiet registration.
 
-POLL_INTERVAL is 30 s here, far beyond every timeout in these tests: a
-waiter can only get the lock in time by being handed it on a release, not
-by looking again after a poll.
+The queue tests run on the shared Redis; those that change the server (an
+ACL, a script flush) on a private one. POLL_INTERVAL is 30 s wherever a
+waiter must be woken by a release: far beyond the test's timeouts, so it
+can only get the lock in time by being handed it, not by looking again
+after a poll.
 """
 
+import contextlib
 import threading
 
 import pytest
+import redis
 from django.test import override_settings
 
 from coordination.services import services
@@ -98,9 +102,31 @@ def test_commands_go_out_without_hiredis(locks, monkeypatch):
     assert second.release() is True
 
 
-def _private_locks(url, poll):
-    config = {"BACKEND": "redis", "OPTIONS": {"URL": url, "POLL_INTERVAL": poll}}
-    return override_settings(COORDINATION={"APP_NAME": "queue", "LOCKS": config})
+@contextlib.contextmanager
+def _held_on_private_redis(redis_server, poll):
+    """(locks, holder, client): ``k`` held on a private Redis, and this
+    process known to have found it busy, as after a first busy attempt."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    config = {"BACKEND": "redis",
+              "OPTIONS": {"URL": redis_server.url, "POLL_INTERVAL": poll}}
+    try:
+        with override_settings(COORDINATION={"APP_NAME": "queue",
+                                             "LOCKS": config}):
+            locks = services.lock_manager
+            holder = locks.acquire("k", ttl=5)
+            locks.backend._busy["k"] = True
+            yield locks, holder, client
+    finally:
+        services.reset()
+        client.close()
+
+
+def _refuse_client(client):
+    # As an ACL or a proxy might: every command but CLIENT.
+    client.execute_command("ACL", "SETUSER", "default", "on", "nopass", "~*",
+                           "&*", "+@all", "-client")
 
 
 def _wait_in_a_thread(locks, **options):
@@ -112,16 +138,8 @@ def _wait_in_a_thread(locks, **options):
 
 
 def test_a_server_refusing_client_reply_still_wakes_waiters(redis_server):
-    import redis
-
-    client = redis.Redis.from_url(redis_server.url)
-    # As an ACL or a proxy might: every command but CLIENT.
-    client.execute_command("ACL", "SETUSER", "default", "on", "nopass", "~*",
-                           "&*", "+@all", "-client")
-    with _private_locks(redis_server.url, poll=30):
-        locks = services.lock_manager
-        holder = locks.acquire("k", ttl=5)
-        locks.backend._busy["k"] = True  # as after a busy attempt
+    _refuse_client(redis.Redis.from_url(redis_server.url))
+    with _held_on_private_redis(redis_server, poll=30) as (locks, holder, client):
         thread, got = _wait_in_a_thread(locks, timeout=10)
         _wait_for_queue_length(client, 1)
         assert holder.release() is True
@@ -129,18 +147,11 @@ def test_a_server_refusing_client_reply_still_wakes_waiters(redis_server):
         assert locks.backend._skips is False
         (lock,) = got
         assert lock.token > holder.token
-        lock.release()
-        services.reset()
+        assert lock.release() is True
 
 
 def test_a_waiter_recovers_when_redis_forgot_the_scripts(redis_server):
-    import redis
-
-    client = redis.Redis.from_url(redis_server.url)
-    with _private_locks(redis_server.url, poll=0.2):
-        locks = services.lock_manager
-        holder = locks.acquire("k", ttl=5)
-        locks.backend._busy["k"] = True
+    with _held_on_private_redis(redis_server, poll=0.2) as (locks, holder, client):
         # The waiter's registration then fails without a reply to read
         # (CLIENT REPLY SKIP); it must notice at the end of its BLPOP.
         client.script_flush()
@@ -151,23 +162,15 @@ def test_a_waiter_recovers_when_redis_forgot_the_scripts(redis_server):
         thread.join(15)
         (lock,) = got
         assert lock.token > holder.token
-        lock.release()
-        services.reset()
+        assert lock.release() is True
 
 
 def test_client_reply_refused_after_it_was_asked(redis_server):
-    import redis
-
-    client = redis.Redis.from_url(redis_server.url)
-    with _private_locks(redis_server.url, poll=30):
-        locks = services.lock_manager
-        holder = locks.acquire("k", ttl=5)
-        locks.backend._busy["k"] = True
+    with _held_on_private_redis(redis_server, poll=30) as (locks, holder, client):
         assert locks.backend._skip_replies() is True
         # Then an operator takes CLIENT away: the quiet registration's
         # first reply is an error and two replies are left unread.
-        client.execute_command("ACL", "SETUSER", "default", "on", "nopass",
-                               "~*", "&*", "+@all", "-client")
+        _refuse_client(client)
         seen = []
 
         def wait_then_use_the_same_connection():
@@ -189,4 +192,3 @@ def test_client_reply_refused_after_it_was_asked(redis_server):
         assert holder.token < first < second
         assert released is True
         assert locks.backend._skips is False
-        services.reset()
