@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 from .. import forksafe
+from ..instance import pid
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Renewer:
         self._cond = threading.Condition(threading.Lock())
         self._due: dict[object, float] = {}
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._pid = pid()
         self._stopping = False
         self._wake_at = 0.0
 
@@ -40,9 +40,9 @@ class Renewer:
         due = time.monotonic() + lock.ttl / 3
         lock._renewing = True
         with self._cond:
-            if self._pid != os.getpid():
+            if self._pid != pid():
                 # A forked child: the parent's thread does not exist here.
-                self._pid, self._thread, self._due = os.getpid(), None, {}
+                self._pid, self._thread, self._due = pid(), None, {}
             self._due[lock] = due
             self._stopping = False
             if self._thread is None or not self._thread.is_alive():
