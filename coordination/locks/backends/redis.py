@@ -45,9 +45,8 @@ except ImportError:  # pragma: no cover - hiredis is optional
 
 logger = logging.getLogger(__name__)
 
-# Sent before a waiter's registration; packed once.
+# Sent before a waiter's registration, whose reply is then not sent.
 _SKIP_REPLY = ("CLIENT", "REPLY", "SKIP")
-_SKIP_REPLY_PACKED = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSKIP\r\n"
 
 PREFIX = "coordination:lock:"
 
@@ -305,8 +304,7 @@ class RedisBackend(BaseLockBackend):
                 # str, int and float here; redis-py's packer checks each
                 # one in Python first, a third of a hand-over's client CPU.
                 conn.send_packed_command([b"".join(
-                    [_pack_command(command) if command is not _SKIP_REPLY
-                     else _SKIP_REPLY_PACKED for command in commands])])
+                    [_pack_command(command) for command in commands])])
             elif len(commands) == 1:
                 conn.send_command(*commands[0])
             else:
@@ -422,25 +420,11 @@ class RedisBackend(BaseLockBackend):
         return self._answer(reply, key, ttl)
 
     def acquire(self, key, owner_token, ttl, owner, wait):
-        deadline = None if wait is None else time.monotonic() + wait
-        registered_at = None
-        if wait != 0 and self._skips and self._busy.get(key):
-            # The common wait, on a key that was busy last time, without the
-            # set-up of the loop below (which takes over if this one fails).
-            started = time.monotonic()
-            if started >= self._quarantine_until:
-                try:
-                    fence, registered = self._register_and_wait_quietly(
-                        key, owner_token, ttl, owner, deadline)
-                except (self._redis.ConnectionError, self._redis.TimeoutError):
-                    fence, registered = None, False  # retried and logged below
-                if fence is not None:
-                    return fence, started
-                if registered:
-                    registered_at = started
         keys = self._all_keys(key, owner_token)
         wake = keys[4]
+        deadline = None if wait is None else time.monotonic() + wait
         backoff = 0.05
+        registered_at = None
         while True:
             try:
                 if registered_at is not None:
@@ -567,9 +551,8 @@ class RedisBackend(BaseLockBackend):
     def _skip_replies(self):
         """Whether this server takes ``CLIENT REPLY SKIP`` (asked once)."""
         if self._skips is None:
-            replies = self._execute(("CLIENT", "REPLY", "SKIP"),
-                                    ("ECHO", "skipped"), ("ECHO", "kept"),
-                                    replies=1)
+            replies = self._execute(_SKIP_REPLY, ("ECHO", "skipped"),
+                                    ("ECHO", "kept"), replies=1)
             self._skips = replies == [b"kept"]
             if not self._skips:
                 # Refused (an ACL, a proxy): the other replies are still due.
