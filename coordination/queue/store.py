@@ -14,7 +14,7 @@ import functools
 import random
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 from django.db import connections, router
 from django.db.models import BooleanField, F, Q
@@ -184,11 +184,8 @@ def no_flush(alias):
     own commit, so there it is never used.
     """
     connection = connections[alias]
-    return _may_skip_flush(connection) and not _relaxed(connection)
-
-
-def _may_skip_flush(connection):
-    return connection.vendor == "postgresql" and not connection.in_atomic_block
+    return (connection.vendor == "postgresql" and not connection.in_atomic_block
+            and not _relaxed(connection))
 
 
 def _mark_succeeded(queryset):
@@ -392,10 +389,8 @@ def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
     adapt = connection.ops.adapt_datetimefield_value
     now = timezone.now()
     at = adapt(now)
-    relaxed = _relaxed(connection)
-    sql = _claim_statement(
-        connection, by_id=event_id is not None,
-        skip_flush=not relaxed and _may_skip_flush(connection))
+    sql = _claim_statement(connection, by_id=event_id is not None,
+                           skip_flush=no_flush(alias))
     runnable_args = [PENDING, at, RUNNING, at, max_lost]
     if event_id is not None:
         where_args = [event_id, *runnable_args]
@@ -405,9 +400,7 @@ def claim(owner, lease, *, channel=None, event_id=None, limit=1, max_lost=3):
         RUNNING, owner, adapt(now + datetime.timedelta(seconds=lease)), at,
         *where_args,
     ]
-    # A kept connection's session already skips the flush (``_relax``).
-    with (nullcontext() if relaxed else sqlite_no_sync(alias)), \
-            connection.cursor() as cursor:
+    with sqlite_no_sync(alias), connection.cursor() as cursor:
         cursor.execute(sql, args)
         rows = _events(cursor.fetchall(), connection)
     return rows
