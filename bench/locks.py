@@ -7,16 +7,15 @@ touches keys under "bench"), DATABASE_URL for PostgreSQL (default
 postgres://postgres@127.0.0.1:5432/coordination_bench, created if missing).
 SQLite runs on a temporary file.
 
-Prints four tables:
+Prints three tables:
 
 1. uncontended acquire+release, one process (median and mean per pair);
 2. contended: 4 processes x 200 read-modify-write increments of a counter in
    shared memory under one key, repeated five times in a shuffled order:
    throughput, the median and p99 wait for the lock, the CPU the processes
    spent per increment, and our throughput over the best raw tool's as the
-   median of the repetitions; with, for
-   reference, the floor of any hand-over through a Redis list (a bare
-   baton, not a usable lock);
+   median of the repetitions; with, for reference, the floor of any
+   hand-over through a Redis list (a bare baton, not a usable lock);
 3. how the wait grows with 1, 4 and 16 contenders.
 Every contended run checks the final counter (no lost update).
 """
