@@ -66,7 +66,7 @@ def test_waiters_are_served_in_arrival_order(locks, redis_client):
         b"coordination:lock:{queue:k}:f"]
 
 
-def test_a_waiter_that_gave_up_is_skipped(locks, redis_client):
+def test_a_waiter_that_gave_up_leaves_the_queue(locks, redis_client):
     holder = locks.acquire("k", ttl=30)
     order, errors = [], []
     quitter = _waiter(locks, "quitter", order, errors, timeout=0.3)
@@ -75,13 +75,29 @@ def test_a_waiter_that_gave_up_is_skipped(locks, redis_client):
     _wait_for_queue_length(redis_client, 2)
     quitter.join(5)
     assert [name for name, _ in errors] == ["quitter"]
-    # Its token is still queued ahead of the patient waiter, without its
-    # registration: the release must pass it over, not give it the lease.
-    assert redis_client.llen(QUEUE) == 2
+    # Its entry is gone; the patient waiter's is the one left.
+    assert redis_client.llen(QUEUE) == 1
     holder.release()
     patient.join(10)
     assert [name for name, _ in order] == ["patient"]
     assert len(errors) == 1
+
+
+def test_a_dead_waiter_is_passed_over(locks, redis_client):
+    holder = locks.acquire("k", ttl=30)
+    # Ahead of the live waiter: the entry of a waiter that died (its
+    # registration deadline long gone) and one no entry parser knows (an
+    # older version's plain token). The release must pass both over, not
+    # hand the lease to either.
+    redis_client.rpush(QUEUE, "dead0|1|30000|{}", "plaintoken")
+    order, errors = [], []
+    patient = _waiter(locks, "patient", order, errors, timeout=5)
+    _wait_for_queue_length(redis_client, 3)
+    holder.release()
+    patient.join(10)
+    assert errors == []
+    assert [name for name, _ in order] == ["patient"]
+    assert redis_client.llen(QUEUE) == 0
 
 
 def test_commands_go_out_without_hiredis(locks, monkeypatch):
@@ -191,4 +207,7 @@ def test_client_reply_refused_after_it_was_asked(redis_server):
         first, second, released = seen
         assert holder.token < first < second
         assert released is True
-        assert locks.backend._skips is False
+        # It forgot the old answer, and asking again gives the new one.
+        assert locks.backend._skips is None
+        assert locks.backend._skip_replies() is False
+

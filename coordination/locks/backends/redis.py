@@ -6,8 +6,8 @@ Keys, all under one hash tag per lock so that they share a cluster slot:
   token, fencing number, owner description and acquisition time, with a
   PEXPIRE of the ttl (the scripted form of ``SET NX PX``);
 - ``...:f``  the fencing counter (never expires);
-- ``...:q``  waiters' owner tokens in arrival order (a list) and ``...:qi``
-  their registration deadline, ttl and owner (a hash);
+- ``...:q``  the waiters in arrival order (a list of entries, each with
+  the owner token, registration deadline, ttl and owner);
 - ``...:w:<owner token>``  a waiter's wake-up list.
 
 A release hands the lease straight to the first live waiter and pushes the
@@ -53,18 +53,21 @@ PREFIX = "coordination:lock:"
 # The scripts are written flat, without helper functions: Redis runs a
 # script's whole body on every call, so each local function is a closure
 # built per call, and with a sorted set for the queue a hand-over cost about
-# twice the server time it does now (bench/locks.py, contended).
+# twice the server time it does now (bench/locks.py, contended). Each
+# redis.call costs about a microsecond of a busy server's time, and a
+# hand-over sits on the critical path of every waiter, so the scripts make
+# as few of them as they can.
 #
-# KEYS: 1 lease hash, 2 fencing counter, 3 waiter order (list of owner
-# tokens), 4 waiter info (hash: owner token -> "deadline ms|ttl ms|owner").
-# A waiter that gave up is only removed from the info hash; its token left
-# in the list is skipped when it comes up.
+# KEYS: 1 lease hash, 2 fencing counter, 3 waiter queue. A queue entry is
+# "owner token|registration deadline ms|ttl ms|owner JSON", in arrival
+# order. A waiter that gives up removes its entry; one that died is passed
+# over when its deadline has gone by.
 
-# Write the lease for `tok` (ttl `ttl` ms, owner JSON `own`) and set `fence`.
+# Write the lease for `tok` (ttl `ttl` ms, owner JSON `own`) and set `fence`
+# from the previous fencing number `prev` and the server time `t`.
 _GRANT = """
-  local t = redis.call('TIME')
   local us = t[1] * 1000000 + t[2]
-  local c = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local c = prev
   if c < us then c = us else c = c + 1 end
   local fence = string.format('%d', c)
   redis.call('SET', KEYS[2], fence)
@@ -73,126 +76,148 @@ _GRANT = """
   redis.call('PEXPIRE', KEYS[1], ttl)
 """
 
-# With ARGV[8] = '1' the caller BLPOPs its wake list (KEYS[5]) in the same
+# With ARGV[8] = '1' the caller BLPOPs its wake list (KEYS[4]) in the same
 # pipeline, usually without reading this script's reply, so a grant (or a
 # changed boot marker, as '!<marker>') is also pushed there.
 _PUSH = """
   if ARGV[8] == '1' then
-    redis.call('DEL', KEYS[5])
-    redis.call('RPUSH', KEYS[5], fence)
-    redis.call('PEXPIRE', KEYS[5], 60000)
+    redis.call('DEL', KEYS[4])
+    redis.call('RPUSH', KEYS[4], fence)
+    redis.call('PEXPIRE', KEYS[4], 60000)
   end
 """
 
-# KEYS: 1-4 as above, 5 this waiter's wake list, 6 the namespace's boot
-# marker. ARGV: owner token, ttl ms, owner JSON, register (0/1),
-# registration ms, the boot marker the caller knows ('' for none), a new
-# marker to set when there is none, push the grant to the wake list (0/1).
+# KEYS: 1-3 as above, 4 this waiter's wake list, 5 the namespace's boot
+# marker. ARGV: owner token, ttl ms, owner JSON, register (0 no, 1 join the
+# queue, 2 refresh an entry already in it), registration ms, the boot
+# marker the caller knows ('' for none), a new marker to set when there is
+# none, push the grant to the wake list (0/1).
 # Returns {fence, boot}: fence '' when busy, '!' when the marker changed
 # (Redis lost its data since the caller last talked to it).
 ACQUIRE = """
-local boot = redis.call('GET', KEYS[6])
+local boot = redis.call('GET', KEYS[5])
 if not boot then
   boot = ARGV[7]
-  redis.call('SET', KEYS[6], boot)
+  redis.call('SET', KEYS[5], boot)
 end
 if ARGV[6] ~= '' and ARGV[6] ~= boot then
-  if ARGV[8] == '1' then
-    redis.call('DEL', KEYS[5])
-    redis.call('RPUSH', KEYS[5], '!' .. boot)
-    redis.call('PEXPIRE', KEYS[5], 60000)
-  end
+  local fence = '!' .. boot
+""" + _PUSH + """
   return {'!', boot}
 end
 local token = ARGV[1]
-local holder = redis.call('HGET', KEYS[1], 'token')
+local lease = redis.call('HMGET', KEYS[1], 'token', 'fence')
+local holder = lease[1]
 if holder == token then
   -- Handed over while we were not listening.
-  local fence = redis.call('HGET', KEYS[1], 'fence')
-  redis.call('HDEL', KEYS[4], token)
+  local fence = lease[2]
 """ + _PUSH + """
   return {fence, boot}
 end
+local t, now
 if not holder then
-  -- Free: ours unless a live waiter registered first. Waiters whose
+  -- Free: ours unless a live waiter registered first. Entries whose
   -- registration ran out are dropped from the head on the way.
-  local now
   while true do
     local first = redis.call('LINDEX', KEYS[3], 0)
-    if not first or first == token then break end
-    local info = redis.call('HGET', KEYS[4], first)
-    if info then
-      if not now then
-        local t = redis.call('TIME')
+    if not first then break end
+    local tok, deadline = string.match(first, '^([^|]*)|(%d+)|')
+    if tok == token then
+      redis.call('LPOP', KEYS[3])
+      break
+    end
+    if deadline then
+      if not t then
+        t = redis.call('TIME')
         now = t[1] * 1000 + math.floor(t[2] / 1000)
       end
-      if tonumber(string.match(info, '^%d+')) >= now then
-        holder = first
+      if tonumber(deadline) >= now then
+        holder = tok
         break
       end
-      redis.call('HDEL', KEYS[4], first)
     end
     redis.call('LPOP', KEYS[3])
   end
   if not holder then
-    if redis.call('HDEL', KEYS[4], token) == 1 then
-      redis.call('LREM', KEYS[3], 1, token)
-    end
+    if not t then t = redis.call('TIME') end
     local tok, ttl, own = token, ARGV[2], ARGV[3]
+    local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
 """ + _GRANT + _PUSH + """
     return {fence, boot}
   end
 end
-if ARGV[4] == '1' then
-  -- A new waiter joins the end of the queue; one already in it keeps its
-  -- place and only moves its deadline.
-  local t = redis.call('TIME')
+if ARGV[4] ~= '0' then
+  if not t then
+    t = redis.call('TIME')
+    now = t[1] * 1000 + math.floor(t[2] / 1000)
+  end
   local reg = tonumber(ARGV[5])
-  local deadline = t[1] * 1000 + math.floor(t[2] / 1000) + reg
-  if redis.call('HSET', KEYS[4], token, string.format('%d', deadline) ..
-                '|' .. ARGV[2] .. '|' .. ARGV[3]) == 1 then
-    redis.call('RPUSH', KEYS[3], token)
+  local entry = token .. '|' .. string.format('%d', now + reg) .. '|' ..
+                ARGV[2] .. '|' .. ARGV[3]
+  local placed = false
+  if ARGV[4] == '2' then
+    -- A refresh keeps the waiter's place in the queue.
+    local prefix = token .. '|'
+    local entries = redis.call('LRANGE', KEYS[3], 0, -1)
+    for i = 1, #entries do
+      if string.sub(entries[i], 1, #prefix) == prefix then
+        redis.call('LSET', KEYS[3], i - 1, entry)
+        placed = true
+        break
+      end
+    end
+  end
+  if not placed then
+    redis.call('RPUSH', KEYS[3], entry)
   end
   redis.call('PEXPIRE', KEYS[3], reg * 2)
-  redis.call('PEXPIRE', KEYS[4], reg * 2)
 end
 return {'', boot}
 """
 
 # Stop waiting; keep the lease if it was handed over meanwhile.
-# KEYS: 1-5 as ACQUIRE. ARGV: owner token.
+# KEYS: 1-4 as ACQUIRE. ARGV: owner token.
 LEAVE = """
-redis.call('DEL', KEYS[5])
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
-  return redis.call('HGET', KEYS[1], 'fence')
+redis.call('DEL', KEYS[4])
+local lease = redis.call('HMGET', KEYS[1], 'token', 'fence')
+if lease[1] == ARGV[1] then
+  return lease[2]
 end
-redis.call('HDEL', KEYS[4], ARGV[1])
+local prefix = ARGV[1] .. '|'
+local entries = redis.call('LRANGE', KEYS[3], 0, -1)
+for i = 1, #entries do
+  if string.sub(entries[i], 1, #prefix) == prefix then
+    redis.call('LREM', KEYS[3], 1, entries[i])
+    break
+  end
+end
 return false
 """
 
 # Free the lease, or hand it to the first live waiter and wake it.
-# KEYS: 1-4. ARGV: owner token ('' forces), wake list prefix.
+# KEYS: 1-3. ARGV: owner token ('' forces), wake list prefix.
 RELEASE = """
-local holder = redis.call('HGET', KEYS[1], 'token')
+local lease = redis.call('HMGET', KEYS[1], 'token', 'fence')
+local holder = lease[1]
 if not holder or (ARGV[1] ~= '' and holder ~= ARGV[1]) then
   return 0
 end
-local now
+local t, now
 while true do
   local first = redis.call('LPOP', KEYS[3])
   if not first then break end
-  local info = redis.call('HGET', KEYS[4], first)
-  if info then
-    redis.call('HDEL', KEYS[4], first)
-    if not now then
-      local t = redis.call('TIME')
+  local tok, deadline, ttl, own = string.match(
+    first, '^([^|]*)|(%d+)|(%d+)|(.*)$')
+  if tok then
+    if not t then
+      t = redis.call('TIME')
       now = t[1] * 1000 + math.floor(t[2] / 1000)
     end
-    local deadline, ttl, own = string.match(info, '^(%d+)|(%d+)|(.*)$')
     if tonumber(deadline) >= now then
-      local tok = first
+      -- The lease's fencing number is the counter's: grants write both.
+      local prev = tonumber(lease[2]) or 0
 """ + _GRANT + """
-      local wake = ARGV[2] .. first
+      local wake = ARGV[2] .. tok
       redis.call('LPUSH', wake, fence)
       redis.call('PEXPIRE', wake, 60000)
       return 1
@@ -341,12 +366,12 @@ class RedisBackend(BaseLockBackend):
     # -- key names ------------------------------------------------------------
 
     def _names(self, key):
-        """(the four key names of ``key``, its wake list prefix), built once
+        """(the three key names of ``key``, its wake list prefix), built once
         per key."""
         names = self._key_names.get(key)
         if names is None:
             base = f"{self._tag}{key}}}"
-            names = ((f"{base}:h", f"{base}:f", f"{base}:q", f"{base}:qi"),
+            names = ((f"{base}:h", f"{base}:f", f"{base}:q"),
                      f"{base}:w:")
             if len(self._key_names) > 10000:
                 self._key_names.clear()
@@ -360,8 +385,10 @@ class RedisBackend(BaseLockBackend):
         return self._names(key)[1]
 
     def _acquire_args(self, owner_token, ttl, owner, register, push=False):
+        """ACQUIRE's ARGV; ``register`` is 0 (do not wait), 1 (join the
+        queue) or 2 (refresh this waiter's entry, keeping its place)."""
         return [owner_token, _ms(ttl), self.owner_json(owner),
-                1 if register else 0, self._registration_ms,
+                register, self._registration_ms,
                 self._boot, self._new_boot, 1 if push else 0]
 
     def _answer(self, reply, key, ttl):
@@ -416,15 +443,18 @@ class RedisBackend(BaseLockBackend):
             return None
         reply = self._script(
             "acquire", self._all_keys(key, owner_token),
-            self._acquire_args(owner_token, ttl, owner, False))
+            self._acquire_args(owner_token, ttl, owner, 0))
         return self._answer(reply, key, ttl)
 
     def acquire(self, key, owner_token, ttl, owner, wait):
         keys = self._all_keys(key, owner_token)
-        wake = keys[4]
+        wake = keys[3]
         deadline = None if wait is None else time.monotonic() + wait
         backoff = 0.05
         registered_at = None
+        # Whether a registration was sent: later ones refresh the entry
+        # instead of queueing the waiter twice.
+        joined = False
         while True:
             try:
                 if registered_at is not None:
@@ -442,8 +472,9 @@ class RedisBackend(BaseLockBackend):
                         return None
                     continue
                 started = time.monotonic()
-                if wait != 0 and registered_at is None and self._busy.get(key):
+                if wait != 0 and not joined and self._busy.get(key):
                     # Busy last time: register and block in one round trip.
+                    joined = True
                     fence, registered = self._register_and_wait(
                         key, keys, owner_token, ttl, owner, deadline)
                     if fence is not None:
@@ -451,7 +482,9 @@ class RedisBackend(BaseLockBackend):
                     registered_at = started if registered else None
                     backoff = 0.05
                     continue
-                args = self._acquire_args(owner_token, ttl, owner, wait != 0)
+                args = self._acquire_args(owner_token, ttl, owner,
+                                          _registering(wait, joined))
+                joined = wait != 0
                 fence = self._answer(self._script("acquire", keys, args), key, ttl)
                 self._note_busy(key, fence is None)
                 if fence is not None:
@@ -481,10 +514,10 @@ class RedisBackend(BaseLockBackend):
         if self._skip_replies():
             return self._register_and_wait_quietly(key, owner_token, ttl, owner,
                                                    deadline)
-        args = self._acquire_args(owner_token, ttl, owner, True, push=True)
+        args = self._acquire_args(owner_token, ttl, owner, 1, push=True)
         reply, got = self._execute(
             ("EVALSHA", self._shas["acquire"], len(keys), *keys, *args),
-            ("BLPOP", keys[4], self._slice(ttl, deadline)))
+            ("BLPOP", keys[3], self._slice(ttl, deadline)))
         if isinstance(reply, self._redis.exceptions.NoScriptError):
             # Redis restarted and forgot the script; the plain call loads it.
             self._busy.pop(key, None)
@@ -517,7 +550,7 @@ class RedisBackend(BaseLockBackend):
         wake += owner_token
         (got,) = self._execute(
             _SKIP_REPLY,
-            ("EVALSHA", self._shas["acquire"], 6, *names, wake, self._boot_key,
+            ("EVALSHA", self._shas["acquire"], 5, *names, wake, self._boot_key,
              owner_token, _ms(ttl), self.owner_json(owner), 1,
              self._registration_ms, self._boot, self._new_boot, 1),
             ("BLPOP", wake, self._slice(ttl, deadline)), replies=1)
@@ -540,7 +573,8 @@ class RedisBackend(BaseLockBackend):
                 return None, False
             # Granted at once, or handed over while we were blocked.
             return int(value), True
-        args = self._acquire_args(owner_token, ttl, owner, True)
+        # Registered by the pipeline above, unless its script failed.
+        args = self._acquire_args(owner_token, ttl, owner, 2)
         fence = self._answer(self._script(
             "acquire", [*names, wake, self._boot_key], args), key, ttl)
         if fence is not None:
@@ -639,10 +673,11 @@ class RedisBackend(BaseLockBackend):
     async def aacquire(self, key, owner_token, ttl, owner, wait):
         client, scripts = self._aclient()
         keys = self._all_keys(key, owner_token)
-        wake = keys[4]
+        wake = keys[3]
         deadline = None if wait is None else time.monotonic() + wait
         backoff = 0.05
         registered_at = None
+        joined = False
         while True:
             try:
                 if registered_at is not None:
@@ -662,9 +697,10 @@ class RedisBackend(BaseLockBackend):
                     await asyncio.sleep(max(pause, 0))
                     continue
                 started = time.monotonic()
-                fence = self._answer(await scripts["acquire"](
-                    keys, self._acquire_args(owner_token, ttl, owner, wait != 0)),
-                    key, ttl)
+                args = self._acquire_args(owner_token, ttl, owner,
+                                          _registering(wait, joined))
+                joined = wait != 0
+                fence = self._answer(await scripts["acquire"](keys, args), key, ttl)
                 if fence is not None:
                     return fence, started
                 if wait == 0:
@@ -701,6 +737,14 @@ class RedisBackend(BaseLockBackend):
         client, scripts = self._aclient()
         return bool(await scripts["extend"](
             self._keys(key)[:1], [owner_token, _ms(ttl)]))
+
+
+def _registering(wait, joined):
+    """ACQUIRE's register argument: 0 for a single try, 2 for a waiter that
+    sent a registration before (it keeps its place), 1 for a new one."""
+    if wait == 0:
+        return 0
+    return 2 if joined else 1
 
 
 def _glob_escape(text):
