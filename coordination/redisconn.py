@@ -27,6 +27,8 @@ class ThreadConnections:
 
         pool = redis.ConnectionPool.from_url(url)
         self._connection_class = pool.connection_class
+        #: The connection options the URL itself sets.
+        self.url_options = dict(pool.connection_kwargs)
         self._kwargs = dict(pool.connection_kwargs)
         for name, value in defaults.items():
             if self._kwargs.get(name) is None:

@@ -7,6 +7,7 @@ can only get the lock in time by being handed it, not by looking again
 after a poll.
 """
 
+import asyncio
 import contextlib
 import threading
 
@@ -211,3 +212,54 @@ def test_client_reply_refused_after_it_was_asked(redis_server):
         assert locks.backend._skips is None
         assert locks.backend._skip_replies() is False
 
+
+def _unreachable_warnings(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.name.startswith("coordination.locks") and r.levelno >= 30]
+
+
+def _wait_past(locks, holder, hold_for):
+    """A waiter blocks while ``holder`` keeps the lock for ``hold_for`` s."""
+    got = []
+    thread = threading.Thread(target=lambda: got.append(
+        locks.acquire("k", ttl=60, timeout=hold_for + 10)))
+    thread.start()
+    threading.Event().wait(hold_for)
+    assert holder.release() is True
+    thread.join(hold_for + 15)
+    (lock,) = got
+    assert lock.token > holder.token
+    assert lock.release() is True
+
+
+def test_a_waiter_blocks_longer_than_redis_py_read_timeout(redis_url, caplog):
+    # redis-py 8 reads with a 5 s timeout unless told otherwise; a BLPOP of
+    # POLL_INTERVAL = 6 s must not be cut off and reported as Redis being
+    # unreachable.
+    config = {"BACKEND": "redis", "OPTIONS": {"URL": redis_url, "POLL_INTERVAL": 6}}
+    with override_settings(COORDINATION={"APP_NAME": "queue", "LOCKS": config}):
+        locks = services.lock_manager
+        _wait_past(locks, locks.acquire("k", ttl=60), 5.5)
+    assert _unreachable_warnings(caplog) == []
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_socket_timeout_in_the_url_bounds_the_blpop(redis_url, caplog, flavour):
+    url = redis_url + ("&" if "?" in redis_url else "?") + "socket_timeout=1"
+    config = {"BACKEND": "redis", "OPTIONS": {"URL": url, "POLL_INTERVAL": 30}}
+    with override_settings(COORDINATION={"APP_NAME": "queue", "LOCKS": config}):
+        locks = services.lock_manager
+        holder = locks.acquire("k", ttl=60)
+        if flavour == "sync":
+            _wait_past(locks, holder, 2.5)
+        else:
+            async def main():
+                waiter = asyncio.ensure_future(
+                    locks.aacquire("k", ttl=60, timeout=15))
+                await asyncio.sleep(2.5)
+                assert holder.release() is True
+                lock = await waiter
+                assert lock.token > holder.token
+                assert await lock.arelease() is True
+            asyncio.run(main())
+    assert _unreachable_warnings(caplog) == []

@@ -287,9 +287,19 @@ class RedisBackend(BaseLockBackend):
         self.url = self.options["URL"]
         self.poll_interval = float(self.options.get("POLL_INTERVAL", 0.5))
         self.client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
+        # A waiter blocks in BLPOP for up to POLL_INTERVAL, so a reply may
+        # take that long: the read timeout is POLL_INTERVAL plus 5 s (redis-py
+        # 8 reads with a 5 s timeout by default, which would cut a longer
+        # BLPOP off and report the server unreachable). A socket_timeout in
+        # the URL is kept, and then a BLPOP lasts at most half of it.
+        self._read_timeout = self.poll_interval + 5
         # One connection per thread, kept: cheaper than a pool checkout on
         # every command, and a thread blocked in BLPOP holds only its own.
-        self._connections = ThreadConnections(self.url, socket_connect_timeout=5)
+        self._connections = ThreadConnections(
+            self.url, socket_connect_timeout=5, socket_timeout=self._read_timeout)
+        url_timeout = self._connections.url_options.get("socket_timeout")
+        self._longest_block = self.poll_interval if url_timeout is None else min(
+            self.poll_interval, url_timeout / 2)
         self._shas = {name: hashlib.sha1(text.encode()).hexdigest()
                       for name, text in SCRIPTS.items()}
         self._async = weakref.WeakKeyDictionary()
@@ -427,7 +437,7 @@ class RedisBackend(BaseLockBackend):
         # Short against the ttl: a lease handed over during a BLPOP is
         # counted from before the registration that preceded it.
         # BLPOP's 0 means forever, so never go below a millisecond.
-        wait = min(self.poll_interval, ttl / 4)
+        wait = min(self._longest_block, ttl / 4)
         if deadline is not None:
             wait = min(wait, deadline - time.monotonic())
         return max(wait, 0.001)
@@ -666,7 +676,9 @@ class RedisBackend(BaseLockBackend):
         if pair is None:
             import redis.asyncio as aredis
 
-            client = aredis.Redis.from_url(self.url, socket_connect_timeout=5)
+            # The URL's own socket_timeout, if any, wins over this one.
+            client = aredis.Redis.from_url(self.url, socket_connect_timeout=5,
+                                           socket_timeout=self._read_timeout)
             pair = self._async[loop] = (client, self._register(client))
         return pair
 
