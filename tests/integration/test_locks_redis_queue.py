@@ -62,9 +62,12 @@ def test_waiters_are_served_in_arrival_order(locks, redis_client):
     assert [name for name, _ in order] == ["first", "second", "third"]
     tokens = [holder.token] + [token for _, token in order]
     assert tokens == sorted(set(tokens))
-    # Nothing is left behind for the key.
+    # Nothing is left behind for the key but its free lease, which keeps
+    # the fencing number.
     assert redis_client.keys("coordination:lock:{queue:k}*") == [
-        b"coordination:lock:{queue:k}:f"]
+        b"coordination:lock:{queue:k}:h"]
+    assert redis_client.get("coordination:lock:{queue:k}:h").split(b"|")[1:3] == [
+        b"0", b""]
 
 
 def test_a_waiter_that_gave_up_leaves_the_queue(locks, redis_client):

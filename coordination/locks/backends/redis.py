@@ -1,11 +1,12 @@
-"""Locks in Redis: a hash per held key, written and compared by Lua scripts.
+"""Locks in Redis: a lease string per key, written and compared by Lua scripts.
 
 Keys, all under one hash tag per lock so that they share a cluster slot:
 
-- ``coordination:lock:{<app>:<key>}:h``  the lease: a hash with the owner
-  token, fencing number, owner description and acquisition time, with a
-  PEXPIRE of the ttl (the scripted form of ``SET NX PX``);
-- ``...:f``  the fencing counter (never expires);
+- ``coordination:lock:{<app>:<key>}:h``  the lease: one string with the
+  fencing number, the expiry (server time), the owner token, the
+  acquisition time, the boot marker it was written under and the owner
+  description. It never expires, so the fencing number outlives the
+  lease; the lock is held until the server's clock passes the expiry;
 - ``...:q``  the waiters in arrival order (a list of entries, each with
   the owner token, registration deadline, ttl and owner);
 - ``...:w:<owner token>``  a waiter's wake-up list.
@@ -52,42 +53,61 @@ PREFIX = "coordination:lock:"
 
 # The scripts are written flat, without helper functions: Redis runs a
 # script's whole body on every call, so each local function is a closure
-# built per call, and with a sorted set for the queue a hand-over cost about
-# twice the server time it does now (bench/locks.py, contended). Each
-# redis.call costs about a microsecond of a busy server's time, and a
+# built per call. Each redis.call costs Redis 7.0 about 8,000 to 11,000
+# instructions, more than a whole GET round trip from a client, and the
 # hand-over sits on the critical path of every waiter, so the scripts make
-# as few of them as they can.
+# as few calls as they can (docs/locks.md has the counts).
 #
-# KEYS: 1 lease hash, 2 fencing counter, 3 waiter queue. A queue entry is
-# "owner token|registration deadline ms|ttl ms|owner JSON", in arrival
-# order. A waiter that gives up removes its entry; one that died is passed
-# over when its deadline has gone by.
+# KEYS: 1 the lease, 2 the waiter queue.
+#
+# The lease is one string that never expires, so that its fencing number
+# outlives it: "fence|expires ms|owner token|acquired ms|boot marker|owner
+# JSON". The lock is held while the server time is before `expires`; a
+# free lease has expires 0 and no token.
+#
+# A queue entry is "owner token|registration deadline ms|ttl ms|owner
+# JSON", in arrival order. A waiter that gives up removes its entry; one
+# that died is passed over when its deadline has gone by.
 
 # Write the lease for `tok` (ttl `ttl` ms, owner JSON `own`) and set `fence`
-# from the previous fencing number `prev` and the server time `t`.
+# from the previous fencing number `prev`, the server time `t` (TIME's
+# reply) and `now` (the same in ms).
 _GRANT = """
   local us = t[1] * 1000000 + t[2]
   local c = prev
   if c < us then c = us else c = c + 1 end
   local fence = string.format('%d', c)
-  redis.call('SET', KEYS[2], fence)
-  redis.call('HSET', KEYS[1], 'token', tok, 'fence', fence, 'owner', own,
-             'acquired', string.format('%d', math.floor(us / 1000)))
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('SET', KEYS[1], fence .. '|' ..
+             string.format('%d', now + tonumber(ttl)) .. '|' .. tok .. '|' ..
+             string.format('%d', now) .. '|' .. boot .. '|' .. own)
 """
 
-# With ARGV[8] = '1' the caller BLPOPs its wake list (KEYS[4]) in the same
+# With ARGV[8] = '1' the caller BLPOPs its wake list (KEYS[3]) in the same
 # pipeline, usually without reading this script's reply, so a grant (or a
 # changed boot marker, as '!<marker>') is also pushed there.
 _PUSH = """
   if ARGV[8] == '1' then
-    redis.call('DEL', KEYS[4])
-    redis.call('RPUSH', KEYS[4], fence)
-    redis.call('PEXPIRE', KEYS[4], 60000)
+    redis.call('DEL', KEYS[3])
+    redis.call('RPUSH', KEYS[3], fence)
+    redis.call('PEXPIRE', KEYS[3], 60000)
   end
 """
 
-# KEYS: 1-3 as above, 4 this waiter's wake list, 5 the namespace's boot
+# The lease's fields, from the string `lease` (or nil).
+_READ = """
+local fence, expires, holder, boot
+if lease then
+  fence, expires, holder, boot = string.match(
+    lease, '^(%d+)|(%d+)|([^|]*)|%d+|([^|]*)|')
+end
+"""
+
+_NOW = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+"""
+
+# KEYS: 1-2 as above, 3 this waiter's wake list, 4 the namespace's boot
 # marker. ARGV: owner token, ttl ms, owner JSON, register (0 no, 1 join the
 # queue, 2 refresh an entry already in it), registration ms, the boot
 # marker the caller knows ('' for none), a new marker to set when there is
@@ -95,62 +115,56 @@ _PUSH = """
 # Returns {fence, boot}: fence '' when busy, '!' when the marker changed
 # (Redis lost its data since the caller last talked to it).
 ACQUIRE = """
-local boot = redis.call('GET', KEYS[5])
+local lease = redis.call('GET', KEYS[1])
+""" + _READ + """
 if not boot then
-  boot = ARGV[7]
-  redis.call('SET', KEYS[5], boot)
+  -- A key not used since Redis started: the namespace's marker says
+  -- whether Redis lost its data meanwhile. (A lease carries the marker it
+  -- was written under, which is the current one, since it survived.)
+  boot = redis.call('GET', KEYS[4])
+  if not boot then
+    boot = ARGV[7]
+    redis.call('SET', KEYS[4], boot)
+  end
 end
 if ARGV[6] ~= '' and ARGV[6] ~= boot then
   local fence = '!' .. boot
 """ + _PUSH + """
   return {'!', boot}
 end
+""" + _NOW + """
 local token = ARGV[1]
-local lease = redis.call('HMGET', KEYS[1], 'token', 'fence')
-local holder = lease[1]
-if holder == token then
-  -- Handed over while we were not listening.
-  local fence = lease[2]
+if lease and tonumber(expires) > now then
+  if holder == token then
+    -- Handed over while we were not listening.
 """ + _PUSH + """
-  return {fence, boot}
-end
-local t, now
-if not holder then
+    return {fence, boot}
+  end
+else
   -- Free: ours unless a live waiter registered first. Entries whose
   -- registration ran out are dropped from the head on the way.
+  holder = nil
   while true do
-    local first = redis.call('LINDEX', KEYS[3], 0)
+    local first = redis.call('LINDEX', KEYS[2], 0)
     if not first then break end
     local tok, deadline = string.match(first, '^([^|]*)|(%d+)|')
     if tok == token then
-      redis.call('LPOP', KEYS[3])
+      redis.call('LPOP', KEYS[2])
       break
     end
-    if deadline then
-      if not t then
-        t = redis.call('TIME')
-        now = t[1] * 1000 + math.floor(t[2] / 1000)
-      end
-      if tonumber(deadline) >= now then
-        holder = tok
-        break
-      end
+    if deadline and tonumber(deadline) >= now then
+      holder = tok
+      break
     end
-    redis.call('LPOP', KEYS[3])
+    redis.call('LPOP', KEYS[2])
   end
   if not holder then
-    if not t then t = redis.call('TIME') end
-    local tok, ttl, own = token, ARGV[2], ARGV[3]
-    local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
+    local tok, ttl, own, prev = token, ARGV[2], ARGV[3], tonumber(fence) or 0
 """ + _GRANT + _PUSH + """
     return {fence, boot}
   end
 end
 if ARGV[4] ~= '0' then
-  if not t then
-    t = redis.call('TIME')
-    now = t[1] * 1000 + math.floor(t[2] / 1000)
-  end
   local reg = tonumber(ARGV[5])
   local entry = token .. '|' .. string.format('%d', now + reg) .. '|' ..
                 ARGV[2] .. '|' .. ARGV[3]
@@ -158,36 +172,40 @@ if ARGV[4] ~= '0' then
   if ARGV[4] == '2' then
     -- A refresh keeps the waiter's place in the queue.
     local prefix = token .. '|'
-    local entries = redis.call('LRANGE', KEYS[3], 0, -1)
+    local entries = redis.call('LRANGE', KEYS[2], 0, -1)
     for i = 1, #entries do
       if string.sub(entries[i], 1, #prefix) == prefix then
-        redis.call('LSET', KEYS[3], i - 1, entry)
+        redis.call('LSET', KEYS[2], i - 1, entry)
         placed = true
         break
       end
     end
   end
   if not placed then
-    redis.call('RPUSH', KEYS[3], entry)
+    redis.call('RPUSH', KEYS[2], entry)
   end
-  redis.call('PEXPIRE', KEYS[3], reg * 2)
+  redis.call('PEXPIRE', KEYS[2], reg * 2)
 end
 return {'', boot}
 """
 
 # Stop waiting; keep the lease if it was handed over meanwhile.
-# KEYS: 1-4 as ACQUIRE. ARGV: owner token.
+# KEYS: 1-3 as ACQUIRE. ARGV: owner token.
 LEAVE = """
-redis.call('DEL', KEYS[4])
-local lease = redis.call('HMGET', KEYS[1], 'token', 'fence')
-if lease[1] == ARGV[1] then
-  return lease[2]
+redis.call('DEL', KEYS[3])
+local lease = redis.call('GET', KEYS[1])
+""" + _READ + """
+if holder == ARGV[1] then
+""" + _NOW + """
+  if tonumber(expires) > now then
+    return fence
+  end
 end
 local prefix = ARGV[1] .. '|'
-local entries = redis.call('LRANGE', KEYS[3], 0, -1)
+local entries = redis.call('LRANGE', KEYS[2], 0, -1)
 for i = 1, #entries do
   if string.sub(entries[i], 1, #prefix) == prefix then
-    redis.call('LREM', KEYS[3], 1, entries[i])
+    redis.call('LREM', KEYS[2], 1, entries[i])
     break
   end
 end
@@ -195,43 +213,48 @@ return false
 """
 
 # Free the lease, or hand it to the first live waiter and wake it.
-# KEYS: 1-3. ARGV: owner token ('' forces), wake list prefix.
+# KEYS: 1-2. ARGV: owner token ('' forces), wake list prefix.
+# Returns 1, or 0 when the lease was not held (by that owner).
 RELEASE = """
-local lease = redis.call('HMGET', KEYS[1], 'token', 'fence')
-local holder = lease[1]
-if not holder or (ARGV[1] ~= '' and holder ~= ARGV[1]) then
+local lease = redis.call('GET', KEYS[1])
+""" + _READ + """
+if not holder or holder == '' or (ARGV[1] ~= '' and holder ~= ARGV[1]) then
   return 0
 end
-local t, now
+""" + _NOW + """
+if tonumber(expires) <= now then
+  return 0
+end
 while true do
-  local first = redis.call('LPOP', KEYS[3])
+  local first = redis.call('LPOP', KEYS[2])
   if not first then break end
   local tok, deadline, ttl, own = string.match(
     first, '^([^|]*)|(%d+)|(%d+)|(.*)$')
-  if tok then
-    if not t then
-      t = redis.call('TIME')
-      now = t[1] * 1000 + math.floor(t[2] / 1000)
-    end
-    if tonumber(deadline) >= now then
-      -- The lease's fencing number is the counter's: grants write both.
-      local prev = tonumber(lease[2]) or 0
+  if tok and tonumber(deadline) >= now then
+    local prev = tonumber(fence)
 """ + _GRANT + """
-      local wake = ARGV[2] .. tok
-      redis.call('LPUSH', wake, fence)
-      redis.call('PEXPIRE', wake, 60000)
-      return 1
-    end
+    local wake = ARGV[2] .. tok
+    redis.call('LPUSH', wake, fence)
+    redis.call('PEXPIRE', wake, 60000)
+    return 1
   end
 end
-redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], fence .. '|0||0|' .. boot .. '|')
 return 1
 """
 
-# KEYS: 1 lease hash. ARGV: owner token, ttl ms.
+# KEYS: 1 the lease. ARGV: owner token, ttl ms.
 EXTEND = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local lease = redis.call('GET', KEYS[1])
+if not lease then return 0 end
+local fence, expires, holder, rest = string.match(
+  lease, '^(%d+)|(%d+)|([^|]*)|(.*)$')
+if holder ~= ARGV[1] then return 0 end
+""" + _NOW + """
+if tonumber(expires) <= now then return 0 end
+redis.call('SET', KEYS[1], fence .. '|' ..
+           string.format('%d', now + tonumber(ARGV[2])) .. '|' .. holder ..
+           '|' .. rest)
 return 1
 """
 
@@ -376,12 +399,12 @@ class RedisBackend(BaseLockBackend):
     # -- key names ------------------------------------------------------------
 
     def _names(self, key):
-        """(the three key names of ``key``, its wake list prefix), built once
+        """(the two key names of ``key``, its wake list prefix), built once
         per key."""
         names = self._key_names.get(key)
         if names is None:
             base = f"{self._tag}{key}}}"
-            names = ((f"{base}:h", f"{base}:f", f"{base}:q"),
+            names = ((f"{base}:h", f"{base}:q"),
                      f"{base}:w:")
             if len(self._key_names) > 10000:
                 self._key_names.clear()
@@ -458,7 +481,7 @@ class RedisBackend(BaseLockBackend):
 
     def acquire(self, key, owner_token, ttl, owner, wait):
         keys = self._all_keys(key, owner_token)
-        wake = keys[3]
+        wake = keys[2]
         deadline = None if wait is None else time.monotonic() + wait
         backoff = 0.05
         registered_at = None
@@ -527,7 +550,7 @@ class RedisBackend(BaseLockBackend):
         args = self._acquire_args(owner_token, ttl, owner, 1, push=True)
         reply, got = self._execute(
             ("EVALSHA", self._shas["acquire"], len(keys), *keys, *args),
-            ("BLPOP", keys[3], self._slice(ttl, deadline)))
+            ("BLPOP", keys[2], self._slice(ttl, deadline)))
         if isinstance(reply, self._redis.exceptions.NoScriptError):
             # Redis restarted and forgot the script; the plain call loads it.
             self._busy.pop(key, None)
@@ -560,7 +583,7 @@ class RedisBackend(BaseLockBackend):
         wake += owner_token
         (got,) = self._execute(
             _SKIP_REPLY,
-            ("EVALSHA", self._shas["acquire"], 5, *names, wake, self._boot_key,
+            ("EVALSHA", self._shas["acquire"], 4, *names, wake, self._boot_key,
              owner_token, _ms(ttl), self.owner_json(owner), 1,
              self._registration_ms, self._boot, self._new_boot, 1),
             ("BLPOP", wake, self._slice(ttl, deadline)), replies=1)
@@ -657,15 +680,14 @@ class RedisBackend(BaseLockBackend):
     def held_locks(self) -> list[dict[str, Any]]:
         # SCAN, never KEYS: a big keyspace must not stall the server.
         pattern = _glob_escape(self._tag) + "*}:h"
+        seconds, micros = self.client.time()
+        server_ms = seconds * 1000 + micros // 1000
         rows = []
         for name in self.client.scan_iter(match=pattern, count=500):
             name = name.decode()
-            key = name[len(self._tag):-3]
-            fields = self.client.hgetall(name)
-            pttl = self.client.pttl(name)
-            if not fields or pttl < 0:
-                continue
-            rows.append(_row(key, fields, pttl))
+            row = _row(name[len(self._tag):-3], self.client.get(name), server_ms)
+            if row is not None:
+                rows.append(row)
         return sorted(rows, key=lambda r: r["key"])
 
     # -- async operations -----------------------------------------------------
@@ -685,7 +707,7 @@ class RedisBackend(BaseLockBackend):
     async def aacquire(self, key, owner_token, ttl, owner, wait):
         client, scripts = self._aclient()
         keys = self._all_keys(key, owner_token)
-        wake = keys[3]
+        wake = keys[2]
         deadline = None if wait is None else time.monotonic() + wait
         backoff = 0.05
         registered_at = None
@@ -763,19 +785,25 @@ def _glob_escape(text):
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-def _row(key, fields, pttl):
-    fields = {k.decode(): v.decode() for k, v in fields.items()}
-    acquired = int(fields.get("acquired", 0)) / 1000
+def _row(key, lease, server_ms):
+    """The admin's row for a lease string, or None when it is not held."""
+    if lease is None:
+        return None
+    fence, expires, token, acquired, _boot, owner = (
+        lease.decode().split("|", 5) + [""] * 6)[:6]
+    left_ms = int(expires or 0) - server_ms
+    if not token or left_ms <= 0:
+        return None
     try:
-        owner = loads(fields.get("owner", "{}"))
+        owner = loads(owner or "{}")
     except ValueError:
         owner = {}
     now = datetime.now(timezone.utc)
     return {
         "key": key,
-        "token": int(fields.get("fence", 0)),
+        "token": int(fence),
         "owner": owner,
-        "acquired_at": datetime.fromtimestamp(acquired, timezone.utc),
-        "expires_at": datetime.fromtimestamp(now.timestamp() + pttl / 1000,
+        "acquired_at": datetime.fromtimestamp(int(acquired) / 1000, timezone.utc),
+        "expires_at": datetime.fromtimestamp(now.timestamp() + left_ms / 1000,
                                              timezone.utc),
     }
