@@ -66,7 +66,7 @@ def test_waiters_are_served_in_arrival_order(locks, redis_client):
     # the fencing number.
     assert redis_client.keys("coordination:lock:{queue:k}*") == [
         b"coordination:lock:{queue:k}:h"]
-    assert redis_client.get("coordination:lock:{queue:k}:h").split(b"|")[1:3] == [
+    assert redis_client.get("coordination:lock:{queue:k}:h").split(b"|")[1:5:3] == [
         b"0", b""]
 
 

@@ -3,9 +3,9 @@
 Keys, all under one hash tag per lock so that they share a cluster slot:
 
 - ``coordination:lock:{<app>:<key>}:h``  the lease: one string with the
-  fencing number, the expiry (server time), the owner token, the
-  acquisition time, the boot marker it was written under and the owner
-  description. It never expires, so the fencing number outlives the
+  fencing number, the expiry (server time), the acquisition time, the boot
+  marker it was written under and the holder's queue entry (owner token
+  and description). It never expires, so the fencing number outlives the
   lease; the lock is held until the server's clock passes the expiry;
 - ``...:q``  the waiters in arrival order (a list of entries, each with
   the owner token, registration deadline, ttl and owner);
@@ -60,26 +60,26 @@ PREFIX = "coordination:lock:"
 #
 # KEYS: 1 the lease, 2 the waiter queue.
 #
-# The lease is one string that never expires, so that its fencing number
-# outlives it: "fence|expires ms|owner token|acquired ms|boot marker|owner
-# JSON". The lock is held while the server time is before `expires`; a
-# free lease has expires 0 and no token.
-#
 # A queue entry is "owner token|registration deadline ms|ttl ms|owner
 # JSON", in arrival order. A waiter that gives up removes its entry; one
 # that died is passed over when its deadline has gone by.
+#
+# The lease is one string that never expires, so that its fencing number
+# outlives it: "fence|expires ms|acquired ms|boot marker|" followed by the
+# holder's queue entry, copied whole (building a string costs the server
+# about as much as a redis.call). The lock is held while the server time
+# is before `expires`; a free lease has expires 0 and an empty entry.
 
-# Write the lease for `tok` (ttl `ttl` ms, owner JSON `own`) and set `fence`
-# from the previous fencing number `prev`, the server time `t` (TIME's
-# reply) and `now` (the same in ms).
+# Write the lease for `entry` (ttl `ttl` ms) and set `fence` from the
+# previous fencing number `prev`, the server time `t` (TIME's reply) and
+# `now` (the same in ms).
 _GRANT = """
   local us = t[1] * 1000000 + t[2]
   local c = prev
   if c < us then c = us else c = c + 1 end
   local fence = string.format('%d', c)
-  redis.call('SET', KEYS[1], fence .. '|' ..
-             string.format('%d', now + tonumber(ttl)) .. '|' .. tok .. '|' ..
-             string.format('%d', now) .. '|' .. boot .. '|' .. own)
+  redis.call('SET', KEYS[1], fence .. '|' .. string.format('%d', now + ttl) ..
+             '|' .. string.format('%d', now) .. '|' .. boot .. '|' .. entry)
 """
 
 # With ARGV[8] = '1' the caller BLPOPs its wake list (KEYS[3]) in the same
@@ -97,8 +97,8 @@ _PUSH = """
 _READ = """
 local fence, expires, holder, boot
 if lease then
-  fence, expires, holder, boot = string.match(
-    lease, '^(%d+)|(%d+)|([^|]*)|%d+|([^|]*)|')
+  fence, expires, boot, holder = string.match(
+    lease, '^(%d+)|(%d+)|%d+|([^|]*)|([^|]*)|')
 end
 """
 
@@ -159,7 +159,8 @@ else
     redis.call('LPOP', KEYS[2])
   end
   if not holder then
-    local tok, ttl, own, prev = token, ARGV[2], ARGV[3], tonumber(fence) or 0
+    local ttl, prev = ARGV[2], tonumber(fence) or 0
+    local entry = token .. '|0|' .. ttl .. '|' .. ARGV[3]
 """ + _GRANT + _PUSH + """
     return {fence, boot}
   end
@@ -228,10 +229,9 @@ end
 while true do
   local first = redis.call('LPOP', KEYS[2])
   if not first then break end
-  local tok, deadline, ttl, own = string.match(
-    first, '^([^|]*)|(%d+)|(%d+)|(.*)$')
+  local tok, deadline, ttl = string.match(first, '^([^|]*)|(%d+)|(%d+)|')
   if tok and tonumber(deadline) >= now then
-    local prev = tonumber(fence)
+    local entry, prev = first, tonumber(fence)
 """ + _GRANT + """
     local wake = ARGV[2] .. tok
     redis.call('LPUSH', wake, fence)
@@ -239,7 +239,7 @@ while true do
     return 1
   end
 end
-redis.call('SET', KEYS[1], fence .. '|0||0|' .. boot .. '|')
+redis.call('SET', KEYS[1], fence .. '|0|0|' .. boot .. '||')
 return 1
 """
 
@@ -247,14 +247,13 @@ return 1
 EXTEND = """
 local lease = redis.call('GET', KEYS[1])
 if not lease then return 0 end
-local fence, expires, holder, rest = string.match(
-  lease, '^(%d+)|(%d+)|([^|]*)|(.*)$')
+local fence, expires, rest, holder = string.match(
+  lease, '^(%d+)|(%d+)|(%d+|[^|]*|([^|]*)|.*)$')
 if holder ~= ARGV[1] then return 0 end
 """ + _NOW + """
 if tonumber(expires) <= now then return 0 end
 redis.call('SET', KEYS[1], fence .. '|' ..
-           string.format('%d', now + tonumber(ARGV[2])) .. '|' .. holder ..
-           '|' .. rest)
+           string.format('%d', now + ARGV[2]) .. '|' .. rest)
 return 1
 """
 
@@ -789,8 +788,8 @@ def _row(key, lease, server_ms):
     """The admin's row for a lease string, or None when it is not held."""
     if lease is None:
         return None
-    fence, expires, token, acquired, _boot, owner = (
-        lease.decode().split("|", 5) + [""] * 6)[:6]
+    fence, expires, acquired, _boot, token, _deadline, _ttl, owner = (
+        lease.decode().split("|", 7) + [""] * 8)[:8]
     left_ms = int(expires or 0) - server_ms
     if not token or left_ms <= 0:
         return None
