@@ -60,20 +60,27 @@ class Lock:
 
         A lock taken over by someone else is left alone.
         """
-        if self._renewing:
-            self._manager._renewer.forget(self)
         if self._released:
             return False
         self._released = True
-        return self._manager._backend_release(self)
+        try:
+            return self._manager._backend_release(self)
+        finally:
+            # After the release, which is then sent (and the next holder
+            # woken) sooner. A renewal racing with it finds the lock gone
+            # and, seeing it released, says nothing.
+            if self._renewing:
+                self._manager._renewer.forget(self)
 
     async def arelease(self) -> bool:
-        if self._renewing:
-            self._manager._renewer.forget(self)
         if self._released:
             return False
         self._released = True
-        return await self._manager._abackend_release(self)
+        try:
+            return await self._manager._abackend_release(self)
+        finally:
+            if self._renewing:
+                self._manager._renewer.forget(self)
 
     def extend(self, ttl: float | None = None) -> None:
         """Make the lease end ``ttl`` seconds from now (default: its ttl).

@@ -172,6 +172,18 @@ def test_lost_renewal_is_reported(locks, caplog):
     assert services.instance_id in lost[0].getMessage()
 
 
+def test_a_release_racing_a_renewal_is_not_reported_lost(locks, caplog):
+    # ttl 0.03 s: the renewer extends every 10 ms, so some renewals land
+    # while a lock is being released; they must find it released and say
+    # nothing, and the renewer must not keep released locks.
+    caplog.set_level(logging.WARNING, logger="coordination.locks")
+    for _ in range(100):
+        with locks.lock("busy", ttl=0.03):
+            time.sleep(0.012)
+    assert [r.getMessage() for r in caplog.records] == []
+    assert locks._renewer._due == {}
+
+
 def test_threads_never_overlap(locks):
     state = {"value": 0, "inside": 0, "overlap": False}
 
