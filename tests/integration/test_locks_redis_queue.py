@@ -266,3 +266,20 @@ def test_a_socket_timeout_in_the_url_bounds_the_blpop(redis_url, caplog, flavour
                 assert await lock.arelease() is True
             asyncio.run(main())
     assert _unreachable_warnings(caplog) == []
+
+
+def test_a_holder_past_its_ttl_still_hands_the_key_on(locks, redis_client):
+    # The lease runs out with a waiter queued; nobody took it over, so the
+    # late release hands it to the waiter (POLL_INTERVAL is 30 s, so the
+    # waiter could not find it free by itself in time) and says the lease
+    # was no longer held.
+    holder = locks.acquire("k", ttl=0.3)
+    order, errors = [], []
+    waiter = _waiter(locks, "waiter", order, errors, timeout=5)
+    _wait_for_queue_length(redis_client, 1)
+    threading.Event().wait(0.5)
+    assert holder.release() is False
+    waiter.join(10)
+    assert errors == []
+    assert [name for name, _ in order] == ["waiter"]
+    assert order[0][1] > holder.token

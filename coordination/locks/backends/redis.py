@@ -215,7 +215,9 @@ return false
 
 # Free the lease, or hand it to the first live waiter and wake it.
 # KEYS: 1-2. ARGV: owner token ('' forces), wake list prefix.
-# Returns 1, or 0 when the lease was not held (by that owner).
+# Returns 1, or 0 when the lease was not held (by that owner). A holder
+# whose lease ran out, and that nobody took over since, still hands the
+# key on: the first waiter need not wait for its next poll to find it free.
 RELEASE = """
 local lease = redis.call('GET', KEYS[1])
 """ + _READ + """
@@ -223,9 +225,8 @@ if not holder or holder == '' or (ARGV[1] ~= '' and holder ~= ARGV[1]) then
   return 0
 end
 """ + _NOW + """
-if tonumber(expires) <= now then
-  return 0
-end
+local held = 0
+if tonumber(expires) > now then held = 1 end
 while true do
   local first = redis.call('LPOP', KEYS[2])
   if not first then break end
@@ -236,11 +237,11 @@ while true do
     local wake = ARGV[2] .. tok
     redis.call('LPUSH', wake, fence)
     redis.call('PEXPIRE', wake, 60000)
-    return 1
+    return held
   end
 end
 redis.call('SET', KEYS[1], fence .. '|0|0|' .. boot .. '||')
-return 1
+return held
 """
 
 # KEYS: 1 the lease. ARGV: owner token, ttl ms.
