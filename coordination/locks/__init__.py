@@ -102,7 +102,7 @@ class LockManager:
             # of the 0.5 us the full check takes).
             return float(ttl)
         if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real) or not (
-            0 < ttl < float("inf")
+            0 < ttl < _INFINITY
         ):
             raise ValueError(
                 f"A lock ttl must be a positive number of seconds, not {ttl!r}; "
@@ -125,17 +125,17 @@ class LockManager:
             )
         return float(timeout)
 
-    def _prepare(self, key, ttl, timeout, purpose):
+    def _check_args(self, key, ttl, timeout):
         _check_key(key)
-        return self._check_ttl(ttl), self._check_timeout(timeout), _owner(purpose)
+        return self._check_ttl(ttl), self._check_timeout(timeout)
+
+    def _prepare(self, key, ttl, timeout, purpose):
+        return (*self._check_args(key, ttl, timeout), _owner(purpose))
 
     # -- acquisition ----------------------------------------------------------
 
     def _acquire(self, key, ttl, timeout, purpose) -> Lock:
-        _check_key(key)
-        ttl = self._check_ttl(ttl)
-        timeout = self._check_timeout(timeout)
-        owner = _owner(purpose)
+        ttl, timeout, owner = self._prepare(key, ttl, timeout, purpose)
         owner_token = _new_owner_token()
         granted = self.backend.acquire(key, owner_token, ttl, owner, timeout)
         return self._made(key, granted, owner_token, ttl, owner, timeout)
@@ -191,9 +191,7 @@ class LockManager:
         crashed holder blocks others.
         """
         # Bad arguments fail here, not at the ``with``.
-        _check_key(key)
-        self._check_ttl(ttl)
-        self._check_timeout(timeout)
+        self._check_args(key, ttl, timeout)
         return LockContext(self, key, ttl, timeout, _caller())
 
     def run_exclusive(self, key: str, fn: Callable[[], T],
