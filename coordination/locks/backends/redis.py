@@ -544,16 +544,16 @@ class RedisBackend(BaseLockBackend):
 
         Returns (fence or None, whether we are registered as a waiter).
         """
+        evalsha = ("EVALSHA", self._shas["acquire"], len(keys), *keys,
+                   *self._acquire_args(owner_token, ttl, owner, 1, push=True))
+        blpop = ("BLPOP", keys[2], self._slice(ttl, deadline))
         if self._skip_replies():
-            return self._register_and_wait_quietly(key, owner_token, ttl, owner,
-                                                   deadline)
-        args = self._acquire_args(owner_token, ttl, owner, 1, push=True)
-        reply, got = self._execute(
-            ("EVALSHA", self._shas["acquire"], len(keys), *keys, *args),
-            ("BLPOP", keys[2], self._slice(ttl, deadline)))
+            return self._register_and_wait_quietly(key, keys, owner_token, ttl,
+                                                   owner, evalsha, blpop)
+        reply, got = self._execute(evalsha, blpop)
         if isinstance(reply, self._redis.exceptions.NoScriptError):
-            # Redis restarted and forgot the script; the plain call loads it.
-            self._busy.pop(key, None)
+            # Redis restarted and forgot the script; the plain call that
+            # follows loads it.
             return None, False
         if isinstance(reply, Exception):
             raise reply
@@ -569,7 +569,8 @@ class RedisBackend(BaseLockBackend):
             return int(got[1]), True
         return None, not self._quarantined()
 
-    def _register_and_wait_quietly(self, key, owner_token, ttl, owner, deadline):
+    def _register_and_wait_quietly(self, key, keys, owner_token, ttl, owner,
+                                   evalsha, blpop):
         """The same with ``CLIENT REPLY SKIP`` before the ACQUIRE.
 
         The waiter then wakes once, for the BLPOP, instead of a first time
@@ -579,14 +580,7 @@ class RedisBackend(BaseLockBackend):
         (an error, a script Redis forgot) shows as a BLPOP that times out,
         after which the plain call below registers again and reports it.
         """
-        names, wake = self._names(key)
-        wake += owner_token
-        (got,) = self._execute(
-            _SKIP_REPLY,
-            ("EVALSHA", self._shas["acquire"], 4, *names, wake, self._boot_key,
-             owner_token, _ms(ttl), self.owner_json(owner), 1,
-             self._registration_ms, self._boot, self._new_boot, 1),
-            ("BLPOP", wake, self._slice(ttl, deadline)), replies=1)
+        (got,) = self._execute(_SKIP_REPLY, evalsha, blpop, replies=1)
         if isinstance(got, Exception):
             # CLIENT REPLY SKIP refused since it was asked (an ACL changed,
             # a failover to a proxy), or the BLPOP failed: replies may be
@@ -608,8 +602,7 @@ class RedisBackend(BaseLockBackend):
             return int(value), True
         # Registered by the pipeline above, unless its script failed.
         args = self._acquire_args(owner_token, ttl, owner, 2)
-        fence = self._answer(self._script(
-            "acquire", [*names, wake, self._boot_key], args), key, ttl)
+        fence = self._answer(self._script("acquire", keys, args), key, ttl)
         if fence is not None:
             self._note_busy(key, False)
             return fence, False
